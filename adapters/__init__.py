@@ -1,0 +1,1 @@
+"""One thin adapter per detector source, all behind ``adapters.base.Detector``."""
