@@ -1,0 +1,15 @@
+"""Model zoo: architectures that follow the harness network contract.
+
+Contract (also what OpenOOD and pytorch-ood adapters rely on):
+``forward(x) -> logits``; ``forward_features(x) -> B x D`` penultimate features;
+``forward_head(features) -> logits``; ``forward_feature_maps(x) -> B x C x H x W`` (last
+convolutional block); ``forward_from_feature_maps(maps) -> logits``; ``fc`` the final
+``nn.Linear``; ``monitored_layers() -> {name: module}`` whose outputs the in-house detector
+summarises per channel.
+"""
+
+from benchmark.zoo.lenet import LeNet
+
+ARCHITECTURES = {"lenet": LeNet}
+
+__all__ = ["ARCHITECTURES", "LeNet"]
