@@ -19,7 +19,8 @@ import numpy as np
 CONVENTION = (
     "Scores: higher = more OOD. OOD is the positive class. "
     "FPR@95TPR = fraction of ID samples flagged as OOD when 95 % of OOD samples are detected. "
-    "AUPR-In treats ID as positive, AUPR-Out treats OOD as positive. Metrics are fractions in [0, 1]."
+    "AUPR-In treats ID as positive, AUPR-Out treats OOD as positive. "
+    "Metrics are fractions in [0, 1]."
 )
 
 
