@@ -353,12 +353,15 @@ class IDSplits:
                 "fit": len(self.fit)}
 
 
-def plan_id_splits(n: int, seed: int, calibration_size: int, fit_size: int | None) -> IDSplits:
+def plan_id_splits(n: int, seed: int, calibration_size: int, fit_size: int | None,
+                   train_size: int | None = None) -> IDSplits:
+    """Seeded split of ``n`` ID training images; ``train_size`` caps backbone training."""
     if calibration_size >= n:
         raise DataError(f"data.calibration_size={calibration_size} must be < {n} training images")
     perm = np.random.default_rng(seed).permutation(n)
     calibration = np.sort(perm[:calibration_size])
-    train = np.sort(perm[calibration_size:])
+    rest = perm[calibration_size:]
+    train = np.sort(rest if train_size is None else rest[:train_size])
     fit_rng = np.random.default_rng(seed + 1)
     if fit_size is None or fit_size >= len(train):
         fit = train

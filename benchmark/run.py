@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from adapters.base import Consumes, Detector
 from adapters.registry import build_detector
 from benchmark import data as data_mod
+from benchmark import score_cache
 from benchmark.backbones import Backbone, Recipe, get_backbone
 from benchmark.features import extract
 from benchmark.manifest import write_manifest
@@ -60,7 +61,8 @@ def load_sets(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet], data_mod.I
     kw = {"root": d.root, "download": d.download, "download_dir": d.download_dir}
     id_train = data_mod.load(pair.id.dataset, pair.id.train_split, **kw)
     id_test = data_mod.load(pair.id.dataset, pair.id.test_split, **kw)
-    splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size, d.fit_size)
+    splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
+                                     d.fit_size, d.get("train_size"))
     sets = {
         "train": id_train.take(splits.train, split="train"),
         "fit": id_train.take(splits.fit, split="fit"),
@@ -126,62 +128,105 @@ def _score(det: Detector, reps: Representations, net: Network) -> np.ndarray:
     return scores
 
 
+@dataclass
+class DetectorOutcome:
+    """Scores per split (``id_test``, ``ood/<name>``) with timings, or the error that stopped it."""
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    fit_seconds: float = float("nan")
+    score_seconds: dict[str, float] = field(default_factory=dict)
+    consumes: str = ""
+    from_cache: bool = False
+
+    def meta(self) -> dict[str, Any]:
+        return {"fit_seconds": self.fit_seconds, "score_seconds": self.score_seconds,
+                "consumes": self.consumes}
+
+
+def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
+    """Build, fit and score one detector on every split; failures are captured, not raised."""
+    out = DetectorOutcome()
+    split_keys = ["id_test"] + [k for k in prep.reps if k.startswith("ood/")]
+    try:
+        det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
+        out.consumes = det.consumes.value
+        net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
+                      num_classes=prep.reps["fit"].num_classes, batch_size=batch_size)
+        t0 = time.perf_counter()
+        try:
+            _fit(det, prep, net)
+        finally:
+            out.fit_seconds = time.perf_counter() - t0
+    except Exception as exc:
+        log.warning("%s/%s: %s", spec["library"], spec["name"], _error_text(exc))
+        log.debug("%s", traceback.format_exc())
+        out.errors = dict.fromkeys(split_keys, _error_text(exc))
+        return out
+    for key in split_keys:
+        t1 = time.perf_counter()
+        try:
+            out.scores[key] = _score(det, prep.reps[key], net)
+        except Exception as exc:
+            log.warning("%s/%s on %s: %s", spec["library"], spec["name"], key, _error_text(exc))
+            out.errors[key] = _error_text(exc)
+        out.score_seconds[key] = time.perf_counter() - t1
+        if key == "id_test" and key in out.errors:  # nothing to compare against
+            out.errors = dict.fromkeys(split_keys, out.errors[key])
+            break
+    return out
+
+
+def outcome_with_cache(spec: dict[str, Any], prep: Prepared, cfg: DictConfig) -> DetectorOutcome:
+    """Reuse cached scores of an identical earlier computation, else compute (and cache)."""
+    use_cache = bool(cfg.get("cache_scores", True))
+    rep_keys = {name: reps.key for name, reps in prep.reps.items()}
+    key = score_cache.score_key(spec, rep_keys, prep.device.type)
+    if use_cache and (hit := score_cache.load(Path(cfg.cache_dir), key)) is not None:
+        scores, meta = hit
+        scores = {k.replace("__", "/"): v for k, v in scores.items()}
+        return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
+                               score_seconds=meta["score_seconds"], consumes=meta["consumes"],
+                               from_cache=True)
+    out = evaluate_detector(spec, prep, cfg.data.batch_size)
+    if use_cache and not out.errors:
+        score_cache.save(Path(cfg.cache_dir), key,
+                         {k.replace("/", "__"): v for k, v in out.scores.items()}, out.meta())
+    return out
+
+
 def run_detector(det_id: str, spec: DictConfig, prep: Prepared, cfg: DictConfig,
                  scores_dir: Path) -> list[dict[str, Any]]:
-    """One detector over every OOD set: metric rows, ``failed`` rows with the error on failure."""
-    base = {
-        "library": spec.library, "detector": det_id, "backbone": cfg.backbone.name,
-        "id_dataset": cfg.pair.id.dataset,
-    }
-    oods = [(k.removeprefix("ood/"), k) for k in prep.reps if k.startswith("ood/")]
+    """Metric rows of one detector over every OOD set (``failed`` rows carry the error)."""
+    spec_dict = OmegaConf.to_container(spec, resolve=True)
+    out = outcome_with_cache(spec_dict, prep, cfg)
     id_reps = prep.reps["id_test"]
-    id_acc = accuracy(id_reps.predictions, id_reps.labels)
-
-    def rows_failed(error: str, fit_s: float = float("nan")) -> list[dict[str, Any]]:
-        return [{**base, "ood_dataset": name, "ood_group": cfg.pair.ood[name].group,
-                 "id_accuracy": id_acc, "fit_seconds": fit_s, "status": "failed",
-                 "error": error} for name, _ in oods]
-
-    try:
-        det = build_detector(spec.library, spec.name, OmegaConf.to_container(spec.params))
-    except Exception as exc:
-        return rows_failed(_error_text(exc))
-    net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
-                  num_classes=id_reps.num_classes, batch_size=cfg.data.batch_size)
-    t0 = time.perf_counter()
-    try:
-        _fit(det, prep, net)
-    except Exception as exc:
-        log.warning("%s: fit failed: %s", det_id, _error_text(exc))
-        log.debug("%s", traceback.format_exc())
-        return rows_failed(_error_text(exc), time.perf_counter() - t0)
-    fit_s = time.perf_counter() - t0
-    try:
-        t1 = time.perf_counter()
-        id_scores = _score(det, id_reps, net)
-        id_s = time.perf_counter() - t1
-    except Exception as exc:
-        log.warning("%s: scoring ID failed: %s", det_id, _error_text(exc))
-        return rows_failed(_error_text(exc), fit_s)
-    saved = {"id_test": id_scores}
+    id_scores = out.scores.get("id_test")
     rows = []
-    for name, key in oods:
-        row = {**base, "ood_dataset": name, "ood_group": cfg.pair.ood[name].group,
-               "id_accuracy": id_acc, "fit_seconds": fit_s, "id_score_seconds": id_s,
-               "n_id": len(id_reps), "n_ood": len(prep.reps[key]), "consumes": det.consumes.value}
-        try:
-            t2 = time.perf_counter()
-            ood_scores = _score(det, prep.reps[key], net)
-            row["score_seconds"] = time.perf_counter() - t2
-            row.update(compute_metrics(id_scores, ood_scores))
-            row.update(status="ok", error="")
-            saved[key] = ood_scores
-        except Exception as exc:
-            log.warning("%s on %s failed: %s", det_id, name, _error_text(exc))
-            row.update(status="failed", error=_error_text(exc))
+    for key in (k for k in prep.reps if k.startswith("ood/")):
+        name = key.removeprefix("ood/")
+        row: dict[str, Any] = {
+            "library": spec.library, "detector": det_id, "backbone": cfg.backbone.name,
+            "id_dataset": cfg.pair.id.dataset, "ood_dataset": name,
+            "ood_group": cfg.pair.ood[name].group,
+            "id_accuracy": accuracy(id_reps.predictions, id_reps.labels),
+            "fit_seconds": out.fit_seconds, "score_seconds": out.score_seconds.get(key),
+            "id_score_seconds": out.score_seconds.get("id_test"), "n_id": len(id_reps),
+            "n_ood": len(prep.reps[key]), "consumes": out.consumes, "from_cache": out.from_cache,
+            "method": spec.name,
+        }
+        if key in out.errors:
+            row.update(status="failed", error=out.errors[key])
+        else:
+            try:
+                row.update(compute_metrics(id_scores, out.scores[key]))
+                row.update(status="ok", error="")
+            except Exception as exc:
+                row.update(status="failed", error=_error_text(exc))
         rows.append(row)
-    np.savez_compressed(scores_dir / f"{det_id}.npz", **{k.replace("/", "__"): v
-                                                         for k, v in saved.items()})
+    if out.scores:
+        np.savez_compressed(scores_dir / f"{det_id}.npz",
+                            **{k.replace("/", "__"): v for k, v in out.scores.items()})
     return rows
 
 

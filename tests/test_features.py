@@ -1,0 +1,60 @@
+"""Extraction: one pass gives logits/features/layer stats; the cache is reused and verified."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchmark import data
+from benchmark.features import extract, representation_key
+from benchmark.zoo import LeNet
+
+T = data.InputTransform(28, 1, (0.1307,), (0.3081,))
+
+
+def small(root, n=300):
+    return data.subsample(data.load("mnist", "test", root), n, seed=0)
+
+
+def test_extract_matches_model_and_hooks(root, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = LeNet().eval()
+    subset = small(root)
+    reps, hit = extract(model, subset, T, "sha-x", tmp_path, torch.device("cpu"), batch_size=128)
+    assert not hit and len(reps) == 300
+    with torch.no_grad():
+        x = T(subset.images)
+        assert np.allclose(reps.logits, model(x).numpy(), atol=1e-5)
+        assert np.allclose(reps.features, model.forward_features(x).numpy(), atol=1e-5)
+        conv1 = model.conv1(x)
+    assert np.allclose(reps.layer_stats["conv1"]["max"], conv1.amax((2, 3)).numpy(), atol=1e-5)
+    assert np.allclose(reps.layer_stats["conv1"]["mean"], conv1.mean((2, 3)).numpy(), atol=1e-5)
+    assert reps.layer_stats["fc1"]["max"].shape == (300, 128)
+    assert np.array_equal(reps.labels, subset.labels)
+
+
+def test_cache_hit_and_corruption_recovery(root, tmp_path) -> None:
+    model = LeNet().eval()
+    subset = small(root, 100)
+    first, hit1 = extract(model, subset, T, "sha-y", tmp_path, torch.device("cpu"))
+    second, hit2 = extract(model, subset, T, "sha-y", tmp_path, torch.device("cpu"))
+    assert not hit1 and hit2 and np.array_equal(first.logits, second.logits)
+    path = tmp_path / "representations" / f"{representation_key('sha-y', subset, T)}.npz"
+    path.write_bytes(path.read_bytes()[:-200])  # truncate: must be detected and recomputed
+    third, hit3 = extract(model, subset, T, "sha-y", tmp_path, torch.device("cpu"))
+    assert not hit3 and np.array_equal(first.logits, third.logits)
+
+
+def test_key_depends_on_checkpoint_data_and_transform(root) -> None:
+    subset = small(root, 50)
+    k = representation_key("a", subset, T)
+    assert k != representation_key("b", subset, T)
+    assert k != representation_key("a", small(root, 51), T)
+    assert k != representation_key("a", subset, data.InputTransform(28, 1, (0.0,), (1.0,)))
+
+
+def test_feature_maps_on_request(root, tmp_path) -> None:
+    model = LeNet().eval()
+    reps, _ = extract(model, small(root, 64), T, "sha-z", tmp_path, torch.device("cpu"),
+                      with_maps=True)
+    assert reps.feature_maps.shape == (64, 64, 5, 5)
