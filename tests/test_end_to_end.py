@@ -1,0 +1,111 @@
+"""The real command on a small real subset: tables, manifest, caches, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.tables import COLUMNS
+
+SMALL = [
+    "data.train_size=4000", "data.fit_size=2000", "data.calibration_size=1000",
+    "data.max_id_test=600", "data.max_ood=400", "backbone.recipe.epochs=1",
+]
+
+
+def ood_bench(args: list[str], cache: Path, root: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OOD_BENCH_CACHE": str(cache)}
+    if root is not None:
+        env["OOD_BENCH_DATA_ROOT"] = str(root)
+    return subprocess.run([sys.executable, "-m", "benchmark.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first_run(root, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("e2e-cache")
+    out = tmp_path_factory.mktemp("e2e-run")
+    t0 = time.perf_counter()
+    proc = ood_bench([*SMALL, f"hydra.run.dir={out}"], cache, root)
+    return proc, out, cache, time.perf_counter() - t0
+
+
+def test_default_run_writes_contract_tables(first_run) -> None:
+    proc, out, _, _ = first_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(out / "metrics.csv", keep_default_na=False)
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    assert set(frame.ood_dataset) == {"fashionmnist", "notmnist", "cifar10"}
+    assert set(frame.ood_group) == {"near", "far"}
+    ok = frame[frame.status == "ok"]
+    assert len(ok) >= 0.8 * len(frame), frame[frame.status != "ok"][["detector", "error"]]
+    for col in ["auroc", "aupr_in", "aupr_out", "fpr95tpr", "id_accuracy"]:
+        values = ok[col].astype(float)
+        assert values.between(0, 1).all(), col
+    # a LeNet trained for one epoch on 4k images still separates MNIST from CIFAR-10
+    msp = ok[(ok.detector == "pytorch_ood_msp") & (ok.ood_dataset == "cifar10")]
+    assert float(msp.auroc.iloc[0]) > 0.9
+    assert "higher = more OOD" in (out / "metrics.md").read_text()
+    assert "tables:" in proc.stdout and "metrics.md" in proc.stdout
+
+
+def test_manifest_records_what_reproduces_the_run(first_run) -> None:
+    _, out, _, _ = first_run
+    m = json.loads((out / "manifest.json").read_text())
+    assert len(m["backbone"]["sha256"]) == 64 and m["backbone"]["trained_this_run"]
+    assert m["datasets"]["fit"]["n"] == 2000 and m["datasets"]["id_test"]["n"] == 600
+    assert m["seeds"]["split"] == 0
+    for pkg in ["python", "torch", "torchvision", "pytorch-ood", "hydra-core", "numpy"]:
+        assert m["versions"][pkg], pkg
+    assert "git_commit" in m and m["config"]["pair"]["name"] == "mnist"
+
+
+def test_second_run_reuses_every_cache(first_run, root, tmp_path) -> None:
+    _, out1, cache, first_seconds = first_run
+    t0 = time.perf_counter()
+    proc = ood_bench([*SMALL, f"hydra.run.dir={tmp_path}"], cache, root)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert not m["backbone"]["trained_this_run"]
+    assert all(r["from_cache"] for r in m["representations"].values())
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    ok = frame[frame.status == "ok"]
+    assert ok.from_cache.all()
+    before = pd.read_csv(out1 / "metrics.csv")
+    assert before.auroc.fillna(-1).tolist() == frame.auroc.fillna(-1).tolist()
+    assert seconds < first_seconds
+
+
+def test_failing_detector_is_a_row_not_a_crash(root, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    proc = ood_bench([*SMALL, "detector=pytorch_ood/msp",
+                      "+detectors.broken={library: pytorch_ood, name: NoSuchDetector, params: {}}",
+                      f"hydra.run.dir={tmp_path / 'run'}"], cache, root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    broken = frame[frame.detector == "broken"]
+    assert (broken.status == "failed").all() and broken.error.str.contains("NoSuchDetector").all()
+    assert (frame[frame.detector == "pytorch_ood_msp"].status == "ok").all()
+
+
+def test_wrong_group_name_lists_options_without_traceback(tmp_path) -> None:
+    proc = ood_bench(["pair=nope"], tmp_path)
+    assert proc.returncode == 2
+    assert "Valid pair options: mnist" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_missing_dataset_says_where_to_put_it(tmp_path) -> None:
+    proc = ood_bench([*SMALL, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path / "cache",
+                     root=tmp_path / "empty-root")
+    assert proc.returncode == 2
+    assert "MNIST/raw" in proc.stderr and "data=download" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
