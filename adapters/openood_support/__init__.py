@@ -1,0 +1,1 @@
+"""Support modules of the OpenOOD adapter: device shim, networks, loaders, configs."""
