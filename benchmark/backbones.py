@@ -150,20 +150,27 @@ def train(model: nn.Module, data: ImageSet, transform: InputTransform, recipe: R
         gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
         order = torch.randperm(len(data), generator=gen).numpy()
         model.train()
+        t_epoch, loss_sum, correct = time.perf_counter(), 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"train epoch {epoch + 1}/{recipe.epochs}",
                    leave=False, mininterval=2)
         for step in bar:
             idx = np.sort(order[step * recipe.batch_size:(step + 1) * recipe.batch_size])
             x = _augment(transform(data.images[idx]), recipe.augment, gen).to(device)
             y = torch.from_numpy(data.labels[idx]).to(device)
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.info("epoch %d/%d: loss %.4f, train accuracy %.4f, %.0f s", epoch + 1,
+                 recipe.epochs, loss_sum / len(data), correct / len(data),
+                 time.perf_counter() - t_epoch)
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched else None, "epoch": epoch + 1},
                      state_path)

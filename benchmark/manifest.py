@@ -54,6 +54,7 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
                   "backbone": cfg.backbone.recipe.seed},
         "splits": prep.splits.describe(),
         "datasets": {name: s.describe() for name, s in prep.sets.items()},
+        "skipped_ood_sets": prep.skipped,
         "backbone": {
             "name": cfg.backbone.name,
             "checkpoint": str(prep.backbone.checkpoint),

@@ -47,6 +47,11 @@ class Prepared:
     device: torch.device
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def cache_root(cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,10 +60,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_sets(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet], data_mod.IDSplits]:
-    """ID train/fit/calibration/test and every OOD set, seeded subsets recorded."""
+def load_sets(
+    cfg: DictConfig,
+) -> tuple[dict[str, data_mod.ImageSet], data_mod.IDSplits, dict[str, str]]:
+    """ID train/fit/calibration/test and every OOD set, seeded subsets recorded.
+
+    OOD sets marked ``optional`` that cannot be had (no local copy, no download) are skipped;
+    the third value maps their names to the reason.
+    """
     d, pair = cfg.data, cfg.pair
-    kw = {"root": d.root, "download": d.download, "download_dir": d.download_dir}
+    kw = {"root": Path(d.root).expanduser(), "download": d.download,
+          "download_dir": Path(d.download_dir).expanduser()}
     id_train = data_mod.load(pair.id.dataset, pair.id.train_split, **kw)
     id_test = data_mod.load(pair.id.dataset, pair.id.test_split, **kw)
     splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
@@ -69,23 +81,31 @@ def load_sets(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet], data_mod.I
         "calibration": id_train.take(splits.calibration, split="calibration"),
         "id_test": data_mod.subsample(id_test, d.max_id_test, d.split_seed),
     }
+    skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
-        ood = data_mod.load(spec.dataset, spec.split, **kw)
+        try:
+            ood = data_mod.load(spec.dataset, spec.split, **kw)
+        except data_mod.DataError as exc:
+            if not spec.get("optional", False):
+                raise
+            skipped[ood_name] = str(exc)
+            log.warning("skipping optional OOD set %s: %s", ood_name, exc)
+            continue
         sets[f"ood/{ood_name}"] = data_mod.subsample(ood, d.max_ood, d.split_seed)
-    return sets, splits
+    return sets, splits, skipped
 
 
 def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    sets, splits = load_sets(cfg)
+    sets, splits, skipped = load_sets(cfg)
     bb = cfg.backbone
     transform = data_mod.InputTransform(bb.input.size, bb.input.channels,
                                         tuple(bb.input.mean), tuple(bb.input.std))
     t_data = time.perf_counter() - t0
     backbone = get_backbone(
         bb.arch, OmegaConf.to_container(bb.params), Recipe(**bb.recipe), sets["train"],
-        transform, Path(cfg.cache_dir), device, bb.checkpoint,
+        transform, cache_root(cfg), device, bb.checkpoint,
     )
     t_backbone = time.perf_counter() - t0 - t_data
     reps: dict[str, Representations] = {}
@@ -93,13 +113,13 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     t1 = time.perf_counter()
     for name in ["fit", "calibration", "id_test"] + [k for k in sets if k.startswith("ood/")]:
         reps[name], hits[name] = extract(
-            backbone.model, sets[name], transform, backbone.sha256, Path(cfg.cache_dir), device,
+            backbone.model, sets[name], transform, backbone.sha256, cache_root(cfg), device,
             cfg.data.batch_size, with_maps=need_maps,
         )
         reps[name].inputs = _input_factory(sets[name], transform, cfg.data.batch_size)
     timings = {"data_seconds": t_data, "backbone_seconds": t_backbone,
                "extraction_seconds": time.perf_counter() - t1}
-    return Prepared(backbone, transform, splits, sets, reps, device, timings, hits)
+    return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped)
 
 
 def _input_factory(s: data_mod.ImageSet, transform: data_mod.InputTransform, bs: int):
@@ -182,7 +202,7 @@ def outcome_with_cache(spec: dict[str, Any], prep: Prepared, cfg: DictConfig) ->
     use_cache = bool(cfg.get("cache_scores", True))
     rep_keys = {name: reps.key for name, reps in prep.reps.items()}
     key = score_cache.score_key(spec, rep_keys, prep.device.type)
-    if use_cache and (hit := score_cache.load(Path(cfg.cache_dir), key)) is not None:
+    if use_cache and (hit := score_cache.load(cache_root(cfg), key)) is not None:
         scores, meta = hit
         scores = {k.replace("__", "/"): v for k, v in scores.items()}
         return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
@@ -190,7 +210,7 @@ def outcome_with_cache(spec: dict[str, Any], prep: Prepared, cfg: DictConfig) ->
                                from_cache=True)
     out = evaluate_detector(spec, prep, cfg.data.batch_size)
     if use_cache and not out.errors:
-        score_cache.save(Path(cfg.cache_dir), key,
+        score_cache.save(cache_root(cfg), key,
                          {k.replace("/", "__"): v for k, v in out.scores.items()}, out.meta())
     return out
 
@@ -250,7 +270,8 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
         rows.extend(run_detector(det_id, spec, prep, cfg, scores_dir))
     prep.timings["detectors_seconds"] = time.perf_counter() - t_det
     prep.timings["total_seconds"] = time.perf_counter() - t_start
-    frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}")
+    frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
+                                skipped=prep.skipped)
     write_manifest(cfg, prep, id_acc, out_dir)
     return frame
 

@@ -25,7 +25,7 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[COLUMNS + extra]
 
 
-def markdown(frame: pd.DataFrame, title: str) -> str:
+def markdown(frame: pd.DataFrame, title: str, skipped: dict[str, str] | None = None) -> str:
     """A readable table with the conventions stated above it."""
     lines = [f"# {title}", "", f"> {CONVENTION}", ""]
     cols = ["library", "detector", "ood_dataset", "ood_group", "auroc", "fpr95tpr", "aupr_in",
@@ -47,12 +47,16 @@ def markdown(frame: pd.DataFrame, title: str) -> str:
         lines += ["", "## Failures", ""]
         for (_, det), grp in failed.groupby(["library", "detector"]):
             lines.append(f"- **{det}** ({', '.join(grp.ood_dataset)}): {grp.error.iloc[0]}")
+    if skipped:
+        lines += ["", "## OOD sets skipped", ""]
+        lines += [f"- **{name}**: {reason}" for name, reason in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_metric_tables(rows: list[dict[str, Any]], out_dir: Path, title: str) -> pd.DataFrame:
+def write_metric_tables(rows: list[dict[str, Any]], out_dir: Path, title: str,
+                        skipped: dict[str, str] | None = None) -> pd.DataFrame:
     frame = to_frame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "metrics.csv", index=False)
-    (out_dir / "metrics.md").write_text(markdown(frame, title))
+    (out_dir / "metrics.md").write_text(markdown(frame, title, skipped))
     return frame

@@ -9,7 +9,8 @@ summarises per channel.
 """
 
 from benchmark.zoo.lenet import LeNet
+from benchmark.zoo.resnet_cifar import ResNet18, ResNet20
 
-ARCHITECTURES = {"lenet": LeNet}
+ARCHITECTURES = {"lenet": LeNet, "resnet20": ResNet20, "resnet18": ResNet18}
 
-__all__ = ["ARCHITECTURES", "LeNet"]
+__all__ = ["ARCHITECTURES", "LeNet", "ResNet18", "ResNet20"]
