@@ -2,8 +2,10 @@
 
 Why a module of its own: this is the hot loop of the detector (one p-value per channel per input),
 so it is written to be exact *and* fast. Values are compared as order-preserving ``int32`` keys of
-their ``float32`` representation, which makes ties exact (``-0.0`` and ``0.0`` are the same key)
-and lets one ``int64`` sort carry both the key and the query's position.
+their ``float32`` representation, which makes ties exact (``-0.0`` and ``0.0`` are the same key).
+Per channel, the queries are sorted once by an ``int64`` sort whose low 32 bits carry each query's
+position, so the binary searches walk forward through the reference and the counts are scattered
+back in one pass; everything stays in cache because work goes one channel (row) at a time.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_LOW = np.int64(0xFFFFFFFF)
 _SENTINEL = np.int32(np.iinfo(np.int32).max)  # above the key of +inf; NaN is rejected
+_MAGNITUDE = np.int32(0x7FFFFFFF)
+_LITTLE = np.little_endian
 
 
 def sortable_keys(values: np.ndarray) -> np.ndarray:
@@ -22,16 +25,15 @@ def sortable_keys(values: np.ndarray) -> np.ndarray:
     if np.isnan(x).any():
         raise ValueError("NaN in statistics: rank p-values are undefined for NaN")
     bits = (x + np.float32(0.0)).view(np.int32)  # + 0.0 maps -0.0 to +0.0
-    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    return bits ^ ((bits >> 31) & _MAGNITUDE)
 
 
 @dataclass
 class SortedReference:
-    """Per-channel sorted reference keys, shape ``C x n`` (one row per channel)."""
+    """Per-channel sorted reference keys, one row per channel (``C x n``)."""
 
     padded: np.ndarray  # C x (n + 1) int32, rows sorted ascending, last column a sentinel
-    tie_rows: np.ndarray  # indices of rows that contain repeated keys
-    tie_next: np.ndarray  # len(tie_rows) x (n + 1): first position holding a larger key
+    tie_rows: dict[int, np.ndarray]  # row -> (n + 1) first position holding a larger key
 
     @property
     def keys(self) -> np.ndarray:
@@ -43,7 +45,7 @@ class SortedReference:
 
     @property
     def channels(self) -> int:
-        return self.keys.shape[0]
+        return self.padded.shape[0]
 
     @classmethod
     def from_values(cls, values: np.ndarray) -> SortedReference:
@@ -51,57 +53,69 @@ class SortedReference:
         values = np.asarray(values)
         if values.ndim != 2 or values.shape[0] == 0:
             raise ValueError(f"reference must be a non-empty n x C matrix, got {values.shape}")
-        keys = np.sort(np.ascontiguousarray(sortable_keys(values).T), axis=1)
-        return cls.from_sorted_keys(keys)
+        return cls.from_sorted_keys(np.sort(np.ascontiguousarray(sortable_keys(values).T), axis=1))
 
     @classmethod
     def from_sorted_keys(cls, keys: np.ndarray) -> SortedReference:
-        n = keys.shape[1]
-        tie_rows = np.flatnonzero((keys[:, 1:] == keys[:, :-1]).any(axis=1))
-        tie_next = np.empty((len(tie_rows), n + 1), dtype=np.int32)
-        for i, row in enumerate(tie_rows):
-            tie_next[i, :n] = np.searchsorted(keys[row], keys[row], side="right")
-            tie_next[i, n] = n
-        padded = np.empty((keys.shape[0], n + 1), dtype=np.int32)
+        """From ``C x n`` keys already sorted along each row."""
+        c, n = keys.shape
+        if n == 0:
+            raise ValueError("empty reference")
+        padded = np.empty((c, n + 1), dtype=np.int32)
         padded[:, :n] = keys
         padded[:, n] = _SENTINEL
-        return cls(padded=padded, tie_rows=tie_rows, tie_next=tie_next)
+        tie_rows = {}
+        for row in np.flatnonzero((keys[:, 1:] == keys[:, :-1]).any(axis=1)):
+            nxt = np.empty(n + 1, dtype=np.int32)
+            nxt[:n] = np.searchsorted(keys[row], keys[row], side="right")
+            nxt[n] = n
+            tie_rows[int(row)] = nxt
+        return cls(padded=padded, tie_rows=tie_rows)
 
-    def tail_counts(self, query_keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``1 + min(#{S <= s}, #{S >= s})`` per channel and query, as ``m x C`` int32.
+    def tail_counts(self, values_t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``t = 1 + min(#{S <= s}, #{S >= s})`` per channel and query.
 
-        ``query_keys`` is ``C x m`` (from :func:`sortable_keys`, transposed). Each row of queries
-        is sorted once (one ``int64`` sort whose low 32 bits carry the query's column), so the
-        binary searches walk forward and the result is scattered back in one pass.
+        ``values_t`` is ``C x m`` (channel-major float32 statistics); returns ``C x m`` int32.
+        The channel p-value is ``min(1, 2 t / (n + 1))``.
         """
-        c, m = query_keys.shape
+        values_t = np.asarray(values_t, dtype=np.float32)
+        c, m = values_t.shape
         if c != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {c}")
-        n = self.n
-        packed = query_keys.astype(np.int64) << 32
-        packed |= np.arange(m, dtype=np.int64)
-        packed.sort(axis=1)
-        sorted_keys = (packed >> 32).astype(np.int32)
-        left = np.empty((c, m), dtype=np.int32)  # #{S < s}
-        for row in range(c):
-            left[row] = np.searchsorted(self.keys[row], sorted_keys[row], side="left")
-        # #{S <= s} = #{S < s} + multiplicity of s in S: 0 or 1 unless the row has ties
-        hit = np.take_along_axis(self.padded, left, axis=1) == sorted_keys
-        right = left + hit
-        if len(self.tie_rows):
-            rows = self.tie_rows
-            lt = left[rows]
-            right[rows] = np.where(hit[rows], np.take_along_axis(self.tie_next, lt, axis=1), lt)
-        # t = 1 + min(right, n - left)
-        np.subtract(n, left, out=left)
-        np.minimum(left, right, out=left)
-        left += 1
+        if np.isnan(values_t).any():
+            raise ValueError("NaN in statistics: rank p-values are undefined for NaN")
         if out is None:
-            out = np.empty((m, c), dtype=np.int32)
-        cols = (packed & _LOW).ravel()
-        cols *= c
-        cols += np.repeat(np.arange(c, dtype=np.int64), m)
-        out.ravel()[cols] = left.ravel()
+            out = np.empty((c, m), dtype=np.int32)
+        elif out.shape != (c, m) or out.dtype != np.int32:
+            raise ValueError("out must be a C x m int32 array")
+        n = self.n
+        position = np.arange(m, dtype=np.int64)
+        packed = np.empty(m, dtype=np.int64)
+        halves = packed.view(np.int32)  # little-endian: [0::2] low word, [1::2] high word
+        low, high = (halves[0::2], halves[1::2]) if _LITTLE else (halves[1::2], halves[0::2])
+        seen = np.empty(m, dtype=np.int32)
+        hit = np.empty(m, dtype=bool)
+        t = np.empty(m, dtype=np.int32)
+        zero = np.float32(0.0)
+        for row in range(c):
+            bits = (values_t[row] + zero).view(np.int32)
+            keys = bits ^ ((bits >> 31) & _MAGNITUDE)
+            np.left_shift(keys, 32, out=packed, dtype=np.int64)
+            packed |= position
+            packed.sort()
+            query = high  # sorted keys (a strided view into `packed`)
+            left = np.searchsorted(self.padded[row, :n], query)  # #{S < s}
+            np.take(self.padded[row], left, out=seen)
+            np.equal(seen, query, out=hit)
+            if row in self.tie_rows:  # #{S <= s} needs the end of the run of equal keys
+                right = np.where(hit, self.tie_rows[row][left], left)
+                np.copyto(t, right, casting="unsafe")
+            else:
+                np.add(left, hit, out=t, casting="unsafe")
+            np.subtract(n, left, out=left)
+            np.minimum(left, t, out=t, casting="unsafe")
+            t += 1
+            out[row][low] = t
         return out
 
 
@@ -116,8 +130,8 @@ def two_sided_pvalues(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     ``p = min(1, 2 * min((1 + #{S <= s}) / (n + 1), (1 + #{S >= s}) / (n + 1)))``.
     """
     ref = SortedReference.from_values(reference)
-    keys = np.ascontiguousarray(sortable_keys(np.atleast_2d(values)).T)
-    return pvalues_from_counts(ref.tail_counts(keys), ref.n)
+    values_t = np.ascontiguousarray(np.atleast_2d(np.asarray(values, dtype=np.float32)).T)
+    return pvalues_from_counts(ref.tail_counts(values_t).T, ref.n)
 
 
 def upper_tail_pvalues(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
