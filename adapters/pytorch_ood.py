@@ -440,6 +440,7 @@ class PytorchOODDetector(Detector):
     def score(self, split: Representations, network: Network) -> np.ndarray:
         if self._det is None:
             raise DetectorError(f"{self.name}: call fit() before score()")
+        self._batch_size = int(network.batch_size)  # the device stays the fitted copy's
         with _library_errors(self.name, "score"), _seeded(self.params.get("seed"), self._device):
             scores = self._score(self._det, split)
         if len(scores) != len(split):
