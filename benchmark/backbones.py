@@ -204,6 +204,7 @@ def get_backbone(
     cache_dir: Path, device: torch.device, checkpoint: str | None = None,
 ) -> Backbone:
     """The trained backbone: a user checkpoint, the cached one, or freshly trained (then cached)."""
+    torch.manual_seed(recipe.seed)  # initial weights are part of the recipe
     model = build_model(arch, params)
     if checkpoint:
         path = Path(checkpoint).expanduser()
