@@ -79,7 +79,7 @@ def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform
         "recipe": recipe.__dict__,
         "data": data.content_hash,
         "transform": transform.describe(),
-        "format": 1,
+        "format": 2,  # 2: initial weights seeded by recipe.seed
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
