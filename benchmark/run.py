@@ -29,6 +29,7 @@ from benchmark.backbones import Backbone, Recipe, get_backbone
 from benchmark.features import extract
 from benchmark.manifest import write_manifest
 from benchmark.metrics import accuracy, compute_metrics
+from benchmark.profiling import PeakMemory
 from benchmark.representations import Network, Representations
 from benchmark.tables import write_metric_tables
 
@@ -158,14 +159,22 @@ class DetectorOutcome:
     score_seconds: dict[str, float] = field(default_factory=dict)
     consumes: str = ""
     from_cache: bool = False
+    peak_memory_mb: float = float("nan")
 
     def meta(self) -> dict[str, Any]:
         return {"fit_seconds": self.fit_seconds, "score_seconds": self.score_seconds,
-                "consumes": self.consumes}
+                "consumes": self.consumes, "peak_memory_mb": self.peak_memory_mb}
 
 
 def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
     """Build, fit and score one detector on every split; failures are captured, not raised."""
+    with PeakMemory() as memory:
+        out = _evaluate(spec, prep, batch_size)
+    out.peak_memory_mb = memory.peak_mb
+    return out
+
+
+def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
     out = DetectorOutcome()
     split_keys = ["id_test"] + [k for k in prep.reps if k.startswith("ood/")]
     try:
@@ -207,7 +216,8 @@ def outcome_with_cache(spec: dict[str, Any], prep: Prepared, cfg: DictConfig) ->
         scores = {k.replace("__", "/"): v for k, v in scores.items()}
         return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
                                score_seconds=meta["score_seconds"], consumes=meta["consumes"],
-                               from_cache=True)
+                               from_cache=True,
+                               peak_memory_mb=meta.get("peak_memory_mb", float("nan")))
     out = evaluate_detector(spec, prep, cfg.data.batch_size)
     if use_cache and not out.errors:
         score_cache.save(cache_root(cfg), key,
@@ -233,6 +243,7 @@ def run_detector(det_id: str, spec: DictConfig, prep: Prepared, cfg: DictConfig,
             "fit_seconds": out.fit_seconds, "score_seconds": out.score_seconds.get(key),
             "id_score_seconds": out.score_seconds.get("id_test"), "n_id": len(id_reps),
             "n_ood": len(prep.reps[key]), "consumes": out.consumes, "from_cache": out.from_cache,
+            "peak_memory_mb": out.peak_memory_mb, "device": prep.device.type,
             "method": spec.name,
         }
         if key in out.errors:
