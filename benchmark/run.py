@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from adapters.base import Consumes, Detector
 from adapters.registry import build_detector
 from benchmark import data as data_mod
-from benchmark import score_cache
+from benchmark import score_cache, shifts
 from benchmark.backbones import Backbone, Recipe, get_backbone
 from benchmark.features import extract
 from benchmark.manifest import write_manifest
@@ -92,7 +92,10 @@ def load_sets(
             skipped[ood_name] = str(exc)
             log.warning("skipping optional OOD set %s: %s", ood_name, exc)
             continue
-        sets[f"ood/{ood_name}"] = data_mod.subsample(ood, d.max_ood, d.split_seed)
+        ood = data_mod.subsample(ood, d.max_ood, d.split_seed)
+        if spec.get("shift"):
+            ood = shifts.shifted(ood, spec.shift.kind, spec.shift.get("severity", 3), d.split_seed)
+        sets[f"ood/{ood_name}"] = ood
     return sets, splits, skipped
 
 
