@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +21,30 @@ def group_options(group: str) -> list[str]:
     """Every selectable option of a config group, nested ones as ``sub/name``."""
     root = CONFIG_DIR / group
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def is_suite(group: str, option: str) -> bool:
+    """A suite only lists other options in its defaults (e.g. detector=pytorch_ood/all)."""
+    import yaml
+
+    body = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
+    return "defaults" in body and not (set(body) - {"defaults"})
+
+
+def expand_patterns(args: list[str]) -> list[str]:
+    """``detector=pytorch_ood/*`` -> every single (non-suite) option matching, comma-joined."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if sep and group in GROUPS and "*" in value and "(" not in value:
+            matched: list[str] = []
+            for pattern in value.split(","):
+                matched += [o for o in group_options(group)
+                            if fnmatch.fnmatchcase(o, pattern) and not is_suite(group, o)]
+            arg = f"{key}={','.join(dict.fromkeys(matched))}" if matched else arg
+        out.append(arg)
+    return out
 
 
 def check_overrides(args: list[str]) -> str | None:
@@ -58,6 +83,7 @@ def app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = expand_patterns(sys.argv[1:])
     problem = check_overrides(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)

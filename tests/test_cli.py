@@ -1,0 +1,31 @@
+"""Override checking and wildcard expansion, without running anything."""
+
+from __future__ import annotations
+
+from benchmark.cli import check_overrides, expand_patterns, group_options, is_suite
+
+
+def test_group_options_include_nested_detectors() -> None:
+    opts = group_options("detector")
+    assert "pytorch_ood/msp" in opts and "default" in opts
+
+
+def test_suites_are_recognised() -> None:
+    assert is_suite("detector", "pytorch_ood/all") and is_suite("detector", "default")
+    assert not is_suite("detector", "pytorch_ood/msp")
+
+
+def test_wildcard_expands_to_single_detectors_only() -> None:
+    (arg,) = expand_patterns(["detector=pytorch_ood/*"])
+    names = arg.removeprefix("detector=").split(",")
+    assert "pytorch_ood/odin" in names and "pytorch_ood/all" not in names
+    assert "pytorch_ood/default" not in names and len(names) >= 30
+    assert check_overrides([arg]) is None
+
+
+def test_wrong_names_list_the_valid_ones() -> None:
+    msg = check_overrides(["pair=nope", "detector=pytorch_ood/msp"])
+    assert "no pair named 'nope'" in msg and "Valid pair options: " in msg and "mnist" in msg
+    msg = check_overrides(["-m", "detector=pytorch_ood/msp,pytorch_ood/typo"])
+    assert "'pytorch_ood/typo'" in msg and "pytorch_ood/msp" in msg
+    assert check_overrides(["data.max_ood=10", "detectors.x.params.k=3"]) is None
