@@ -38,7 +38,7 @@ def chi2_logsf_even(x: np.ndarray, df: int) -> np.ndarray:
         log_y = np.log(y)
     log_factorial = np.array([math.lgamma(i + 1) for i in range(k)])
     peak = np.clip(np.floor(y), 0, k - 1).astype(np.int64)
-    log_peak = np.where(peak > 0, peak * log_y, 0.0) - log_factorial[peak]
+    log_peak = peak * np.where(y > 0, log_y, 0.0) - log_factorial[peak]
     total = np.zeros_like(y)
     for i in range(k):
         term = (i * log_y if i else 0.0) - log_factorial[i] - log_peak

@@ -10,7 +10,8 @@ false-alarm rate is at most alpha). Ranking score: ``-log(min_l p_l)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -20,6 +21,20 @@ from .conformal import tie_break
 from .layout import Stats, plan_units
 from .ranks import SortedReference, pvalues_from_counts
 from .reductions import check_reductions
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Tiny matrices: intra-op threading costs more than it saves (badly so on a busy machine).
+
+    The previous setting is restored on exit.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _autoencoder(dim: int, hidden: int, bottleneck: int) -> nn.Module:
@@ -49,7 +64,7 @@ class NeuralFP:
         layers: Sequence[str] | None = None,
         hidden: int = 64,
         bottleneck: int | None = None,
-        epochs: int = 15,
+        epochs: int = 10,
         batch_size: int = 256,
         lr: float = 3e-3,
         max_fit_samples: int | None = 20000,
@@ -98,7 +113,7 @@ class NeuralFP:
     def _train(self, j: int, x: np.ndarray) -> nn.Module:
         data = self._standardised(j, x)
         dim = data.shape[1]
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _one_thread():
             torch.manual_seed(self.seed + j)
             model = _autoencoder(dim, min(self.hidden, dim), self.bottleneck or max(2, dim // 8))
             gen = torch.Generator().manual_seed(self.seed + j)
@@ -120,7 +135,7 @@ class NeuralFP:
         if not hasattr(self, "models_"):
             raise RuntimeError("call fit() first")
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             for j, x in enumerate(self._layer_inputs(stats)):
                 parts = [
                     ((self.models_[j](b) - b) ** 2).mean(dim=1)
