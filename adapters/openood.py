@@ -64,6 +64,7 @@ from adapters.base import (
     LogitDetector,
     ModelDetector,
 )
+from adapters.openood_support.compat import ensure_importable
 from adapters.openood_support.config import (
     build_config,
     config_path,
@@ -210,12 +211,14 @@ def build(name: str, params: dict[str, Any]) -> Detector:
 
 
 def _postprocessor_class(spec: Spec) -> type:
+    ensure_importable()
     import openood.postprocessors as pps
 
     return getattr(pps, spec.cls)
 
 
 def _network_wrapper(name: str) -> type:
+    ensure_importable()
     from openood.networks.ash_net import ASHNet
     from openood.networks.react_net import ReactNet
     from openood.networks.scale_net import ScaleNet

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from adapters.openood_support.compat import ensure_importable
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "openood" / "postprocessors"
 
 
@@ -49,6 +51,7 @@ def load_postprocessor_section(name: str, config_dir: Path | None = None) -> dic
 def build_config(section: Mapping[str, Any], args: Mapping[str, Any], dataset: str,
                  num_classes: int) -> Any:
     """An ``openood.utils.Config`` (attribute dict) with the keys postprocessors read."""
+    ensure_importable()
     from openood.utils import Config
 
     post = copy.deepcopy(dict(section))
@@ -66,6 +69,7 @@ def build_config(section: Mapping[str, Any], args: Mapping[str, Any], dataset: s
 def dataset_key(name: str, num_classes: int) -> str:
     """The ``dataset.name`` to use: the ID name itself unless OpenOOD knows it with another
     class count (e.g. a 10-class subset called 'cifar100')."""
+    ensure_importable()
     from openood.postprocessors.info import num_classes_dict
 
     name = (name or "id").lower()
@@ -79,6 +83,7 @@ def dataset_key(name: str, num_classes: int) -> str:
 def registered_dataset(name: str, num_classes: int,
                        input_std: list[float] | None = None) -> Iterator[None]:
     """Temporarily teach OpenOOD's lookup tables the ID dataset ``name``."""
+    ensure_importable()
     from openood.postprocessors.info import num_classes_dict
     from openood.preprocessors.transform import normalization_dict
 
