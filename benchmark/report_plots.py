@@ -1,0 +1,176 @@
+"""Plots (PNG, matplotlib's Agg canvas): ROC per OOD set, ID-vs-OOD score histograms, AUROC bars.
+
+Scores come from each run's ``scores/<detector>.npz`` (keys ``id_test`` and ``ood__<name>``);
+AUROC values from the metric rows. Nothing is recomputed from a model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from tqdm.auto import tqdm
+
+from benchmark.metrics import roc_points
+from benchmark.report_sweep import Collection, ood_order, wide_table
+
+LIBRARY_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+                   "#7f7f7f"]
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")[:120] or "x"
+
+
+def library_colours(libraries: list[str]) -> dict[str, str]:
+    return {lib: LIBRARY_COLOURS[i % len(LIBRARY_COLOURS)]
+            for i, lib in enumerate(sorted(set(libraries)))}
+
+
+def load_scores(coll: Collection) -> dict[str, dict[str, np.ndarray]]:
+    """``{label: {"id_test": ..., "<ood name>": ...}}`` for every detector that saved scores."""
+    by_rel = {r.rel: r for r in coll.runs}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for (label, det, rel), _ in coll.rows.groupby(["label", "detector", "run"], sort=False):
+        path = by_rel[rel].path / "scores" / f"{det}.npz"
+        if not path.exists():
+            continue
+        with np.load(path) as z:
+            out[label] = {k.removeprefix("ood__"): np.asarray(z[k], dtype=np.float64)
+                          for k in z.files}
+    return out
+
+
+def _figure(width: float, height: float) -> tuple[Figure, object]:
+    """A figure on the Agg canvas (no pyplot, no global backend switch)."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def roc_plot(scores: dict[str, dict[str, np.ndarray]], aurocs: pd.DataFrame, ood: str,
+             group: str, libs: dict[str, str], colours: dict[str, str], title: str,
+             path: Path) -> Path | None:
+    fig, ax = _figure(7.5, 6)
+    style_of: dict[str, int] = {}
+    drawn = 0
+    order = [lbl for lbl in aurocs.index if lbl in scores]
+    for label in order:
+        s = scores[label]
+        if ood not in s or "id_test" not in s or pd.isna(aurocs.loc[label, ood]):
+            continue
+        try:
+            fpr, tpr = roc_points(s["id_test"], s[ood])
+        except ValueError:
+            continue
+        lib = libs[label]
+        k = style_of[lib] = style_of.get(lib, -1) + 1
+        ax.plot(fpr, tpr, color=colours[lib], linestyle=LINESTYLES[k % len(LINESTYLES)],
+                alpha=0.85, lw=1.4, label=f"{label} ({aurocs.loc[label, ood]:.3f})")
+        drawn += 1
+    if not drawn:
+        return None
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)", xlim=(0, 1),
+           ylim=(0, 1.01), title=f"ROC, {title} vs {ood} ({group}); OOD positive")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              title="detector (AUROC)", title_fontsize=8)
+    return _save(fig, path)
+
+
+def _bins(arrays: list[np.ndarray], n: int = 60) -> np.ndarray:
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    lo, hi = np.percentile(finite, [0.5, 99.5]) if len(finite) else (0.0, 1.0)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, n + 1)
+
+
+def histogram_plot(label: str, s: dict[str, np.ndarray], groups: dict[str, str], title: str,
+                   path: Path) -> Path | None:
+    if "id_test" not in s:
+        return None
+    names = [n for n in groups if n in s]
+    arrays = [s["id_test"]] + [s[n] for n in names]
+    if not any(np.isfinite(a).any() for a in arrays):
+        return None
+    bins = _bins(arrays)
+    fig, ax = _figure(7, 4.2)
+    ax.hist(np.clip(s["id_test"], bins[0], bins[-1]), bins=bins, density=True, alpha=0.45,
+            color="black", label=f"ID test (n={len(s['id_test'])})")
+    cmap = matplotlib.colormaps["tab10"]
+    for i, n in enumerate(names):
+        ax.hist(np.clip(s[n], bins[0], bins[-1]), bins=bins, density=True, histtype="step",
+                lw=1.6, color=cmap(i), label=f"{n} ({groups[n]}, n={len(s[n])})")
+    ax.set(xlabel="score (higher = more OOD; 0.5-99.5 % range, tails clipped)",
+           ylabel="density", title=f"{label}: ID vs OOD scores ({title})")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def auroc_bar_plot(table: pd.DataFrame, colours: dict[str, str], title: str,
+                   path: Path) -> Path | None:
+    t = table.dropna(subset=["all"]).sort_values("all")
+    if t.empty:
+        return None
+    fig, ax = _figure(8, 0.32 * len(t) + 1.6)
+    y = np.arange(len(t))
+    ax.barh(y, t["all"], color=[colours[lib] for lib in t["library"]], alpha=0.85)
+    for g, marker in (("near", "o"), ("far", "s")):
+        if g in t and t[g].notna().any():
+            ax.scatter(t[g], y, marker=marker, color="black", s=14, zorder=3,
+                       label=f"{g}-OOD mean")
+    ax.set_yticks(y, t.index, fontsize=8)
+    lo = max(0.0, float(np.nanmin(t[["all"] + [g for g in ("near", "far") if g in t]].values))
+             - 0.05)
+    ax.set_xlim(lo, 1.0)
+    ax.set(xlabel="AUROC (mean over OOD sets; higher = better)", title=f"AUROC, {title}")
+    present = [lib for lib in colours if lib in set(t["library"])]
+    handles = [Rectangle((0, 0), 1, 1, color=colours[lib]) for lib in present]
+    marks, mlabels = ax.get_legend_handles_labels()
+    ax.legend(handles + marks, present + mlabels, fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def write_plots(coll: Collection, out: Path) -> list[Path]:
+    """Every plot for every (ID dataset, backbone) setting; returns the files written."""
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = load_scores(coll)
+    rows = coll.rows
+    libs = dict(zip(rows["label"], rows["library"], strict=False))
+    colours = library_colours(list(rows["library"].astype(str)))
+    settings = coll.groups()
+    written: list[Path] = []
+    for id_ds, bb in settings:
+        sub = rows[(rows["id_dataset"] == id_ds) & (rows["backbone"] == bb)]
+        title = f"ID {id_ds}, {bb}"
+        tag = "" if len(settings) == 1 else f"{slug(id_ds)}_{slug(bb)}_"
+        groups = dict(ood_order(sub))
+        aurocs = wide_table(sub, "auroc")
+        jobs = [("bar", None)] + [("roc", n) for n in groups] + [
+            ("hist", lbl) for lbl in aurocs.index if lbl in scores]
+        for kind, what in tqdm(jobs, desc=f"plots {id_ds}/{bb}", leave=False, mininterval=1):
+            if kind == "bar":
+                p = auroc_bar_plot(aurocs, colours, title, folder / f"{tag}auroc_bar.png")
+            elif kind == "roc":
+                p = roc_plot(scores, aurocs, what, groups[what], libs, colours, title,
+                             folder / f"{tag}roc_{slug(what)}.png")
+            else:
+                p = histogram_plot(what, scores[what], groups, title,
+                                   folder / f"{tag}hist_{slug(what)}.png")
+            if p is not None:
+                written.append(p)
+    return written

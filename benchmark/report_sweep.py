@@ -1,0 +1,337 @@
+"""Sweep aggregation: every run under a sweep (multirun) directory in one table.
+
+A *run* is any directory holding a ``metrics.csv`` (a single ``ood-bench`` run, or one job of a
+Hydra multirun). :func:`collect` reads them all (recursively, in job order) into one frame of
+rows with the run they came from; :func:`wide_table` pivots one metric to detectors x OOD sets
+with the near / far / overall means; :func:`write_sweep_tables` writes ``sweep.csv``,
+``sweep.md``, ``sweep.tex`` and the raw concatenation ``sweep_rows.csv``.
+
+Means: ``near`` / ``far`` are the unweighted mean of the metric over the OOD sets of that group,
+``all`` over every OOD set. A mean is left empty when any set it averages failed or is missing
+for that detector (a mean over the sets that happened to work would not be comparable).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from benchmark.metrics import CONVENTION
+
+METRICS = ("auroc", "fpr95tpr", "aupr_in", "aupr_out")
+HIGHER_IS_BETTER = {"auroc": True, "fpr95tpr": False, "aupr_in": True, "aupr_out": True}
+METRIC_NAMES = {"auroc": "AUROC", "fpr95tpr": "FPR@95TPR", "aupr_in": "AUPR-In",
+                "aupr_out": "AUPR-Out"}
+GROUP_ORDER = ("near", "far")
+MEANS = ("near", "far", "all")
+
+
+@dataclass
+class Run:
+    """One run directory: its metric rows, manifest and the overrides that made it."""
+
+    path: Path
+    rel: str
+    metrics: pd.DataFrame
+    manifest: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config (manifest), else Hydra's saved ``.hydra/config.yaml``."""
+        if self.manifest.get("config"):
+            return self.manifest["config"]
+        path = self.path / ".hydra" / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+@dataclass
+class Collection:
+    """Every run found under the given roots and all their rows, labelled."""
+
+    roots: list[Path]
+    runs: list[Run]
+    rows: pd.DataFrame
+
+    def groups(self) -> list[tuple[str, str]]:
+        """The (id_dataset, backbone) settings present, in order of appearance."""
+        seen = self.rows[["id_dataset", "backbone"]].drop_duplicates()
+        return [(str(a), str(b)) for a, b in seen.itertuples(index=False)]
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Directories under ``root`` (``root`` included) that hold a ``metrics.csv``."""
+    root = Path(root)
+    if (root / "metrics.csv").exists():
+        return [root]
+    return sorted((p.parent for p in root.rglob("metrics.csv")), key=_natural_key)
+
+
+def load_run(path: Path, root: Path) -> Run:
+    metrics = pd.read_csv(path / "metrics.csv", keep_default_na=True)
+    manifest: dict[str, Any] = {}
+    if (path / "manifest.json").exists():
+        manifest = json.loads((path / "manifest.json").read_text())
+    overrides: list[str] = []
+    if (path / ".hydra" / "overrides.yaml").exists():
+        overrides = [str(o) for o in yaml.safe_load((path / ".hydra" / "overrides.yaml")
+                                                    .read_text()) or []]
+    rel = str(path.relative_to(root)) if path != root else "."
+    return Run(path, rel, metrics, manifest, overrides)
+
+
+def collect(roots: Path | Sequence[Path]) -> Collection:
+    """All runs under ``roots`` (a run dir, a sweep dir, or several) with labelled rows.
+
+    A row's ``label`` is its detector id; when the same id comes from several runs (a parameter
+    sweep), the overrides that distinguish those runs are appended, e.g.
+    ``pytorch_ood_react [detectors.pytorch_ood_react.params.percentile=0.95]``.
+    """
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    runs: list[Run] = []
+    for root in roots:
+        paths = find_runs(root)
+        if not paths:
+            raise FileNotFoundError(f"no run (a folder with metrics.csv) under {root}")
+        base = root if len(roots) == 1 else root.parent
+        for p in tqdm(paths, desc=f"collect {root.name}", disable=len(paths) < 20, leave=False):
+            runs.append(load_run(p, base))
+    frames = []
+    for run in runs:
+        f = run.metrics.copy()
+        f["run"] = run.rel
+        frames.append(f)
+    rows = pd.concat(frames, ignore_index=True)
+    rows["error"] = rows["error"].fillna("").astype(str)
+    rows["label"] = _labels(rows, runs)
+    return Collection(roots, runs, rows)
+
+
+def _labels(rows: pd.DataFrame, runs: list[Run]) -> pd.Series:
+    by_rel = {r.rel: r for r in runs}
+    labels = rows["detector"].astype(str).copy()
+    for det, grp in rows.groupby("detector", sort=False):
+        rels = list(dict.fromkeys(grp["run"]))
+        if len(rels) < 2:
+            continue
+        sets = [set(by_rel[r].overrides) for r in rels]
+        common = set.intersection(*sets)
+        for rel, ovr in zip(rels, sets, strict=True):
+            distinct = sorted(o for o in ovr - common if not o.startswith("detector="))
+            suffix = ", ".join(distinct) if distinct else rel
+            labels[(rows["detector"] == det) & (rows["run"] == rel)] = f"{det} [{suffix}]"
+    return labels
+
+
+def ood_order(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(ood_dataset, group) with near sets first, then far, each in order of appearance."""
+    pairs = list(dict.fromkeys(zip(rows["ood_dataset"].astype(str),
+                                   rows["ood_group"].astype(str), strict=True)))
+    rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+    return sorted(pairs, key=lambda p: rank.get(p[1], len(rank)))
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    if not vals or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return float("nan")
+    return float(sum(vals) / len(vals))
+
+
+def wide_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    """Detectors (rows, by label) x OOD sets for one metric, plus ``near``/``far``/``all`` means.
+
+    Cells of failed rows are NaN. Index: label; leading columns ``library``, ``detector``,
+    ``method``; sorted by the ``all`` mean (best first, failures last).
+    """
+    order = ood_order(rows)
+    out = []
+    for label, grp in rows.groupby("label", sort=False):
+        first = grp.iloc[0]
+        rec: dict[str, Any] = {"label": label, "library": first["library"],
+                               "detector": first["detector"], "method": first.get("method", "")}
+        ok = grp[grp["status"] == "ok"].set_index("ood_dataset")[metric]
+        for name, _ in order:
+            rec[name] = float(ok[name]) if name in ok.index else float("nan")
+        for g in GROUP_ORDER:
+            members = [n for n, grp_name in order if grp_name == g]
+            rec[g] = _mean(rec[n] for n in members) if members else float("nan")
+        rec["all"] = _mean(rec[n] for n, _ in order)
+        out.append(rec)
+    table = pd.DataFrame(out).set_index("label")
+    ascending = not HIGHER_IS_BETTER.get(metric, True)
+    return table.sort_values("all", ascending=ascending, na_position="last", kind="mergesort")
+
+
+def sweep_csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, detector): every metric per OOD set and its means (``sweep.csv``)."""
+    parts = []
+    for (id_ds, bb), sub in rows.groupby(["id_dataset", "backbone"], sort=False):
+        tables = {m: wide_table(sub, m) for m in METRICS}
+        base = tables["auroc"][["library", "detector", "method"]].copy()
+        base.insert(0, "backbone", bb)
+        base.insert(0, "id_dataset", id_ds)
+        acc = sub.groupby("label")["id_accuracy"].first()
+        base["id_accuracy"] = acc.reindex(base.index)
+        failed = sub[sub["status"] != "ok"].groupby("label")["ood_dataset"].apply(
+            lambda s: ";".join(map(str, s)))
+        base["failed_on"] = failed.reindex(base.index).fillna("")
+        for m, t in tables.items():
+            cols = [c for c in t.columns if c not in ("library", "detector", "method")]
+            for c in cols:
+                base[f"{m}_{c}"] = t[c].reindex(base.index)
+        parts.append(base)
+    frame = pd.concat(parts)
+    frame.index.name = "label"
+    return frame.reset_index()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
+    """A plain Markdown table of a frame (floats to ``digits``; NaN as ``—``)."""
+    f = frame.reset_index() if index else frame
+    head = [str(c) for c in f.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in f.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _best(table: pd.DataFrame, metric: str, cols: list[str]) -> dict[str, float]:
+    best = {}
+    for c in cols:
+        s = table[c].dropna()
+        if len(s):
+            best[c] = s.max() if HIGHER_IS_BETTER.get(metric, True) else s.min()
+    return best
+
+
+def markdown_table(table: pd.DataFrame, metric: str, groups: dict[str, str]) -> str:
+    """A Markdown pivot: the best value per column in bold, failures as ``—``."""
+    sets = [c for c in table.columns if c in groups]
+    cols = sets + [m for m in MEANS if m in table.columns and not table[m].isna().all()]
+    best = _best(table, metric, cols)
+    head = ["detector", "library"] + [
+        f"{c} ({groups[c]})" if c in groups else f"**{c} mean**" for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(cols)]
+    for label, r in table.iterrows():
+        cells = [str(label), str(r["library"])]
+        for c in cols:
+            text = _fmt(r[c])
+            if c in best and not pd.isna(r[c]) and math.isclose(r[c], best[c]):
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+               "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+               "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def latex_table(table: pd.DataFrame, metric: str, groups: dict[str, str], caption: str) -> str:
+    """A booktabs ``tabular`` (one row per detector); best per column in bold."""
+    sets = [c for c in table.columns if c in groups]
+    cols = sets + [m for m in MEANS if m in table.columns and not table[m].isna().all()]
+    best = _best(table, metric, cols)
+    lines = [
+        f"% {caption}",
+        f"% {CONVENTION}",
+        "\\begin{tabular}{ll" + "r" * len(cols) + "}",
+        "\\toprule",
+        " & ".join(["Detector", "Library"]
+                   + [tex_escape(f"{c} ({groups[c]})") if c in groups
+                      else f"{c.capitalize()} mean" for c in cols]) + " \\\\",
+        "\\midrule",
+    ]
+    for label, r in table.iterrows():
+        cells = [tex_escape(label), tex_escape(r["library"])]
+        for c in cols:
+            v = r[c]
+            if pd.isna(v):
+                cells.append("--")
+                continue
+            text = f"{100 * v:.2f}"
+            if c in best and math.isclose(v, best[c]):
+                text = f"\\textbf{{{text}}}"
+            cells.append(text)
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def failures(rows: pd.DataFrame) -> list[str]:
+    failed = rows[rows["status"] != "ok"]
+    out = []
+    for label, grp in failed.groupby("label", sort=False):
+        out.append(f"- **{label}** ({', '.join(map(str, grp['ood_dataset']))}): "
+                   f"{grp['error'].iloc[0] or 'no error text'}")
+    return out
+
+
+def write_sweep_tables(coll: Collection, out: Path) -> dict[str, Any]:
+    """Write ``sweep.csv``, ``sweep_rows.csv``, ``sweep.md`` and ``sweep.tex``.
+
+    Returns ``{"auroc": {(id, backbone): wide table}, "fpr95tpr": {...}, "markdown": text}``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows = coll.rows
+    rows.to_csv(out / "sweep_rows.csv", index=False)
+    sweep_csv_frame(rows).to_csv(out / "sweep.csv", index=False)
+    md = ["# Sweep: detectors x OOD sets", "", f"> {CONVENTION}", "",
+          "Near / far / all = unweighted mean over the OOD sets of that group (empty when any "
+          "of them failed). Best value per column in bold.", "",
+          f"Runs: {len(coll.runs)} under {', '.join(f'`{r}`' for r in coll.roots)}; "
+          f"rows: {len(rows)} ({int((rows['status'] == 'ok').sum())} ok).", ""]
+    tex = ["% Sweep tables generated by ood-bench-report; needs \\usepackage{booktabs}", ""]
+    result: dict[str, Any] = {"auroc": {}, "fpr95tpr": {}}
+    for id_ds, bb in coll.groups():
+        sub = rows[(rows["id_dataset"] == id_ds) & (rows["backbone"] == bb)]
+        groups = dict(ood_order(sub))
+        acc = sub["id_accuracy"].dropna()
+        acc_text = f"; ID test accuracy {acc.iloc[0]:.4f}" if len(acc) else ""
+        md += [f"## ID {id_ds}, backbone {bb}{acc_text}", ""]
+        for metric in ("auroc", "fpr95tpr"):
+            table = wide_table(sub, metric)
+            result[metric][(id_ds, bb)] = table
+            arrow = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+            md += [f"### {METRIC_NAMES[metric]} ({arrow} = better)", "",
+                   markdown_table(table, metric, groups), ""]
+            caption = (f"{METRIC_NAMES[metric]} in percent ({arrow} is better), ID {id_ds}, "
+                       f"backbone {bb}")
+            tex += [latex_table(table, metric, groups, caption), ""]
+        fails = failures(sub)
+        if fails:
+            md += ["### Failures", "", *fails, ""]
+    (out / "sweep.md").write_text("\n".join(md))
+    (out / "sweep.tex").write_text("\n".join(tex))
+    result["markdown"] = "\n".join(md)
+    return result

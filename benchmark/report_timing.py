@@ -1,0 +1,137 @@
+"""Timing report: per detector, fit time, scoring time per 1,000 samples, peak memory, device.
+
+Everything is read from what the runs wrote (``metrics.csv`` rows and ``manifest.json``); no
+model is run again.
+
+* ``fit_seconds``: the detector's ``fit`` on the ID fit split (one value per detector).
+* ``score_s_per_1000``: all scoring time (ID test + every OOD set) divided by the number of
+  samples scored, times 1,000.
+* ``peak_memory_mb``: peak resident memory above the start while the detector ran (sampled).
+* ``extraction_share``: the share of the run's wall time spent in the shared feature extraction
+  (``manifest.timings.extraction_seconds / total_seconds``); when the representations came
+  from the cache this is the time to load them (``representations_cached``).
+* ``timings_from_cache``: the scores (and so these timings) were reused from an earlier,
+  identical computation (``cache_scores=true``); the numbers are those measured then.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.report_sweep import Collection, frame_markdown
+
+COLUMNS = ["label", "library", "detector", "consumes", "device", "fit_seconds",
+           "score_seconds_total", "n_scored", "score_s_per_1000", "peak_memory_mb",
+           "extraction_seconds", "run_total_seconds", "extraction_share",
+           "representations_cached", "timings_from_cache", "run"]
+
+
+def per_1000(seconds: float, n: int) -> float:
+    """Seconds per 1,000 samples."""
+    return float("nan") if not n else 1000.0 * seconds / n
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+def detector_timing(grp: pd.DataFrame) -> dict[str, Any]:
+    """Timing of one detector from its metric rows (one row per OOD set, same run)."""
+    first = grp.iloc[0]
+    ood_seconds = sum(_num(v) for v in grp["score_seconds"] if not math.isnan(_num(v)))
+    id_seconds = _num(first.get("id_score_seconds"))
+    n_ood = int(sum(_num(v) for v in grp["n_ood"] if not math.isnan(_num(v))))
+    n_id = _num(first.get("n_id"))
+    total = ood_seconds + (0.0 if math.isnan(id_seconds) else id_seconds)
+    n = n_ood + (0 if math.isnan(n_id) else int(n_id))
+    scored = grp["score_seconds"].notna().any() or not math.isnan(id_seconds)
+    return {
+        "label": first["label"], "library": first["library"], "detector": first["detector"],
+        "consumes": first.get("consumes", ""), "device": first.get("device", ""),
+        "fit_seconds": _num(first.get("fit_seconds")),
+        "score_seconds_total": total if scored else float("nan"),
+        "n_scored": n, "score_s_per_1000": per_1000(total, n) if scored else float("nan"),
+        "peak_memory_mb": _num(first.get("peak_memory_mb")),
+        "timings_from_cache": bool(str(first.get("from_cache", "")).lower() == "true"),
+        "run": first["run"],
+    }
+
+
+def timing_frame(coll: Collection) -> pd.DataFrame:
+    manifests = {r.rel: r.manifest for r in coll.runs}
+    out = []
+    for _, grp in coll.rows.groupby("label", sort=False):
+        rec = detector_timing(grp)
+        m = manifests.get(rec["run"], {})
+        t = m.get("timings", {})
+        rec["extraction_seconds"] = _num(t.get("extraction_seconds"))
+        rec["run_total_seconds"] = _num(t.get("total_seconds"))
+        rec["extraction_share"] = (rec["extraction_seconds"] / rec["run_total_seconds"]
+                                   if rec["run_total_seconds"] else float("nan"))
+        reps = m.get("representations", {})
+        rec["representations_cached"] = (all(v.get("from_cache") for v in reps.values())
+                                         if reps else None)
+        if m.get("device"):
+            rec["device"] = m["device"]
+        out.append(rec)
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _f(v: Any, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return format(v, fmt)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    lines = [
+        "| detector | library | reads | fit s | score s / 1k | peak MiB | extraction share "
+        "of run | device |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for _, r in frame.sort_values(["library", "label"]).iterrows():
+        cached = " (reps cached)" if r["representations_cached"] else ""
+        mark = " †" if r["timings_from_cache"] else ""
+        lines.append(
+            f"| {r['label']}{mark} | {r['library']} | {r['consumes']} | "
+            f"{_f(r['fit_seconds'], '.3g')} | {_f(r['score_s_per_1000'], '.3g')} | "
+            f"{_f(r['peak_memory_mb'], '.1f')} | "
+            f"{_f(r['extraction_share'], '.1%')} of {_f(r['run_total_seconds'], '.1f')} s"
+            f"{cached} | {r['device']} |")
+    return "\n".join(lines)
+
+
+NOTES = (
+    "fit s: the detector's fit on the ID fit split. score s / 1k: all scoring time (ID test + "
+    "every OOD set) per 1,000 samples. peak MiB: peak resident memory above the start while "
+    "the detector ran (sampled every 10 ms). Extraction share: the run's shared feature "
+    "extraction (one forward pass per split, or loading it from the cache: 'reps cached') "
+    "over the run's wall time. † = scores reused from the score cache; the timings are those "
+    "measured when they were computed."
+)
+
+
+def library_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Medians per library (the summary table's speed rows)."""
+    return frame.groupby("library").agg(
+        detectors=("label", "count"), median_fit_seconds=("fit_seconds", "median"),
+        median_score_s_per_1000=("score_s_per_1000", "median"),
+        median_peak_memory_mb=("peak_memory_mb", "median"))
+
+
+def write_timing(coll: Collection, out: Path) -> pd.DataFrame:
+    frame = timing_frame(coll)
+    frame.to_csv(out / "timing.csv", index=False)
+    text = ["# Timing per detector", "", NOTES, "", markdown(frame), "",
+            "## Per library (medians over its detectors)", "",
+            frame_markdown(library_summary(frame)), ""]
+    (out / "timing.md").write_text("\n".join(text))
+    return frame
