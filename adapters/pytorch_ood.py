@@ -7,46 +7,57 @@ the methods that need input gradients, dropout sampling or full per-layer maps r
 model on ``split.inputs()``. Scores are pytorch-ood's own (higher = more OOD), as float64.
 
 Detectors (harness name = pytorch-ood class; config key ``pytorch_ood_<short>``)
-=================================================================================
+--------------------------------------------------------------------------------
+``consumes`` is the harness typed base; "labels" says what the fit split must carry.
 
-==================  ==========  ============================================  ==========
-class               short       representation consumed                       live model
-==================  ==========  ============================================  ==========
-MaxSoftmax          msp         logits                                        no
-MaxLogit            maxlogit    logits                                        no
-EnergyBased         energy      logits                                        no
-Entropy             entropy     logits                                        no
-GEN                 gen         logits                                        no
-WeightedEBO         webo        logits (+ class weights, param)               no
-TemperatureScaling  tempscale   logits (+ fit labels)                         no
-KLMatching          klm         logits                                        no
-OpenMax             openmax     logits (+ fit labels)                         no
-Mahalanobis         mahalanobis features (+ fit labels, every class)          no
-RMD                 rmd         features (+ fit labels, every class)          no
-GMM                 gmm         features (+ fit labels)                       no
-KNN                 knn         features                                      no
-ViM                 vim         features + ``network.fc`` weight/bias         no
-DICE                dice        features + ``network.fc`` weight/bias         no
-SHE                 she         features + ``forward_head`` (every class)     no
-fDBD                fdbd        features + copy of ``network.fc``             no
-NCI                 nci         features + copy of ``network.fc``             no
-NNGuide             nnguide     features + ``forward_head``                   no
-PNML                pnml        features + ``forward_head``                   no
-LTS                 lts         features + ``forward_head``                   no
-ReAct               react       features as B x D x 1 x 1 + ``forward_head``  no
-ASH                 ash         features as B x D x 1 x 1 + ``forward_head``  no
-SCALE               scale       features as B x D x 1 x 1 + ``forward_head``  no
-VRA                 vra         features as B x D x 1 x 1 + ``forward_head``  no
-RankFeat            rankfeat    feature_maps + ``forward_from_feature_maps`` no
-MultiMahalanobis    mmahalanobis layer_stats[layer]["mean"] (+ every class)   no
-MahalanobisODIN     mahalanobis_odin  fit: features; score: inputs           yes (score)
-Gram                gram        inputs (full per-layer maps, via hooks)       yes
-ODIN                odin        inputs                                        yes
-GradNorm            gradnorm    inputs                                        yes
-GradUncertainty     graduncertainty  inputs                                   yes
-NACUE               nacue       inputs                                        yes
-MCD                 mcd         inputs (model must contain dropout)           yes
-==================  ==========  ============================================  ==========
+  class               short             consumes      reads                                labels
+  MaxSoftmax          msp               logits        logits                               -
+  MaxLogit            maxlogit          logits        logits                               -
+  EnergyBased         energy            logits        logits                               -
+  Entropy             entropy           logits        logits                               -
+  GEN                 gen               logits        logits                               -
+  WeightedEBO         webo              logits        logits (+ ``weights`` param)         -
+  TemperatureScaling  tempscale         logits        logits                               yes
+  KLMatching          klm               logits        logits                               -
+  OpenMax             openmax           logits        logits                               yes
+  Mahalanobis         mahalanobis       features      features                             all
+  RMD                 rmd               features      features                             all
+  GMM                 gmm               features      features                             yes
+  KNN                 knn               features      features                             -
+  ViM                 vim               features      features + fc weight, bias           -
+  DICE                dice              features      features + fc weight, bias           -
+  SHE                 she               features      features + forward_head              all
+  fDBD                fdbd              features      features + copy of fc                -
+  NCI                 nci               features      features + copy of fc                -
+  NNGuide             nnguide           features      features + forward_head              -
+  PNML                pnml              features      features + forward_head              -
+  LTS                 lts               features      features + forward_head              -
+  ReAct               react             features      features as BxDx1x1 + forward_head   -
+  ASH                 ash               features      features as BxDx1x1 + forward_head   -
+  SCALE               scale             features      features as BxDx1x1 + forward_head   -
+  VRA                 vra               features      features as BxDx1x1 + forward_head   -
+  RankFeat            rankfeat          feature_maps  maps + forward_from_feature_maps     -
+  MultiMahalanobis    mmahalanobis      layer_stats   layer_stats[layer]["mean"]           all
+  MahalanobisODIN     mahalanobis_odin  model         fit: features; score: live model     all
+  Gram                gram              model         live model (hooked layer maps)       all
+  ODIN                odin              model         live model                           -
+  GradNorm            gradnorm          model         live model                           -
+  GradUncertainty     graduncertainty   model         live model                           -
+  NACUE               nacue             model         live model                           -
+  MCD                 mcd               model         live model (must contain dropout)    -
+
+"all" = every class ``0..C-1`` must occur in the fit split (checked; ``DetectorError`` otherwise).
+Fit rows with a label < 0 are dropped before fitting. KNN needs at least ``k`` fit rows.
+
+What the runner must provide
+----------------------------
+* ``feature_maps`` in Representations only for RankFeat (``consumes == FEATURE_MAPS``).
+* ``layer_stats`` with the ``"mean"`` reduction for MultiMahalanobis.
+* ``split.inputs()`` (fit split and every scored split) for the ``model`` detectors; they score
+  in the batches ``inputs()`` yields, on ``network.device``. Everything else is chunked by
+  ``network.batch_size``.
+* ``network.fc`` (final ``nn.Linear``), ``forward_head``, ``forward_from_feature_maps``,
+  ``forward_features`` and ``monitored_layers()`` per the zoo contract.
 
 Left out: **MCM** (Maximum Concept Matching) scores image embeddings against *text embeddings of
 class prompts* from a vision-language model such as CLIP; the harness's classifiers have no text
@@ -55,8 +66,8 @@ encoder, and substituting another matrix (e.g. the fc weights) would be a differ
 Representation choices
 ----------------------
 * ReAct, ASH, SCALE, VRA act on the **penultimate features** (cached ``features``, passed as
-  ``B x D x 1 x 1`` maps, head ``forward_head``), which is where their papers apply them (ReAct,
-  VRA, SCALE: after global pooling; ASH on the pooled penultimate layer as in OpenOOD). This
+  ``B x D x 1 x 1`` maps, head ``forward_head``), which is where their papers apply them: after
+  the global pooling (ASH's reference README applies ``ash_b`` right after ``avgpool``). This
   needs no feature-map cache. RankFeat removes the rank-1 component of a ``C x HW`` matrix, which
   is meaningless on pooled features, so it consumes ``feature_maps`` (head
   ``forward_from_feature_maps``); the runner must extract them for it (``consumes`` says so).
@@ -74,11 +85,12 @@ Traps and how they are handled
 ------------------------------
 * **OpenMax batch dependence**: pytorch-ood computes distances only to the centres of classes
   that are some row's argmax *in the batch*; others get distance 0. Policy here: scoring runs in
-  chunks of ``network.batch_size`` and every chunk is extended by ``C`` anchor rows (the
-  identity matrix, whose row ``c`` has argmax ``c``), so distances to every class centre are
-  computed; anchor rows are dropped. A score then depends only on its own row (invariant to batch
-  size, order and split composition) and equals pytorch-ood's ``predict`` on any batch whose
-  argmaxes cover all classes (which is also the original OpenMax algorithm).
+  chunks of ``network.batch_size``, and each chunk is extended by one-hot anchor rows (row
+  ``e_k`` has argmax ``k``) for every class in some row's top-``alpha`` that no row's argmax
+  provides, so each row gets its true distances; anchor rows are dropped. A score then depends
+  only on its own row (invariant to batch size, order and split composition) and equals
+  pytorch-ood's ``predict`` on any batch whose argmaxes cover all classes (which is also the
+  original OpenMax algorithm).
 * **TemperatureScaling** refits are not idempotent (the temperature continues from the last
   optimum): every ``fit`` builds a fresh pytorch-ood instance (true for every detector here).
 * Logit/feature detectors: scoring runs under ``torch.no_grad()`` with the model copy in eval
@@ -92,11 +104,13 @@ Traps and how they are handled
   adapter checks first and raises ``DetectorError`` naming the missing classes. SHE also needs one
   correctly classified sample per class. Other library ValueErrors/AssertionErrors become
   DetectorErrors prefixed with the detector name. Fit rows with label < 0 are dropped.
-* MCD on a model without dropout would give every input the same score: DetectorError instead.
+* MCD on a model without dropout modules (``nn.Dropout*``) would give every input the same
+  score: DetectorError instead.
   MCD and Gram draw random numbers; they run under a forked RNG seeded by ``seed``.
 
 Parameters are constructor parameters, pinned to pytorch-ood 0.4.0 defaults except where there is
-none (ViM ``d``, DICE ``p``, WeightedEBO ``weights``) or a YAML-friendly form is needed:
+none (ViM ``d`` = 64, DICE ``p`` = 0.7, WeightedEBO ``weights``), where the default depends on the
+model (Gram ``num_poles_list`` = [1, 2, 3] instead of 1..L), or a YAML-friendly form is needed:
 ``detector`` (score function of ReAct/ASH/SCALE/VRA/RankFeat/LTS/DICE) is one of ``energy``,
 ``msp``, ``maxlogit``, ``entropy``; GradNorm/GradUncertainty ``param_filter`` is a list of
 parameter names (``null`` = all; pinned to ``[fc.weight]``, the last layer, as in GradNorm's
@@ -132,6 +146,7 @@ from adapters.base import (
 from benchmark.representations import Network, Representations
 
 LIBRARY = "pytorch_ood"
+_CPU = torch.device("cpu")
 PINNED_VERSION = "0.4.0"
 
 LEFT_OUT = {
@@ -415,6 +430,7 @@ class PytorchOODDetector(Detector):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def fit(self, id_fit: Representations, network: Network) -> PytorchOODDetector:
+        self._det, self.fitted_ = None, False  # a failed refit leaves nothing stale behind
         self._device = torch.device(network.device)
         self._batch_size = int(network.batch_size)
         self._check_labels(id_fit, network)
@@ -461,8 +477,16 @@ class PytorchOODDetector(Detector):
     def _score(self, det: Any, split: Representations) -> np.ndarray:
         raise NotImplementedError
 
-    def _labels(self, split: Representations, rows: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.asarray(split.labels)[rows], dtype=torch.long).to(self._device)
+    # fit inputs stay on the CPU, as pytorch-ood's own fit(loader) hands them over (its
+    # TensorBuffer stores on the CPU; KNN.fit_features even requires it); each detector moves
+    # them to its device. Scoring chunks go to network.device.
+    @staticmethod
+    def _fit_tensor(arr: np.ndarray) -> Tensor:
+        return _tensor(arr, _CPU)
+
+    @staticmethod
+    def _labels(split: Representations, rows: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.asarray(split.labels)[rows], dtype=torch.long)
 
     def _check_labels(self, id_fit: Representations, network: Network) -> None:
         if self.spec.labels == "unused":
@@ -496,20 +520,31 @@ class _Logits(PytorchOODDetector, LogitDetector):
     def _fit(self, det: Any, id_fit: Representations) -> None:
         if det.requires_fit:
             rows = _known_rows(id_fit)
-            det.fit_logits(_tensor(id_fit.logits[rows], self._device), self._labels(id_fit, rows))
+            det.fit_logits(self._fit_tensor(id_fit.logits[rows]), self._labels(id_fit, rows))
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
         return self._batched(split.logits, det.predict_logits)
 
 
 class _OpenMax(_Logits):
-    """Every chunk carries C anchor rows so that distances to all class centres are computed."""
+    """Anchor rows make pytorch-ood compute every distance a row of the chunk needs.
+
+    pytorch-ood reads ``distances[j, k]`` for the top-``alpha`` classes ``k`` of row ``j`` but
+    computes them only for classes that are some row's argmax (others stay 0). Each chunk gets
+    one-hot anchor rows (argmax ``k``) for the classes that are needed but missing; the same
+    ``np.argsort``/``np.argmax`` as pytorch-ood pick them. Anchor outputs are dropped.
+    """
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
         c = split.logits.shape[1]
-        anchors = torch.eye(c, device=self._device)
+        alpha = min(c, int(det.alpha))  # pytorch-ood's effective alpha after fit
+        eye = torch.eye(c, device=self._device)
 
         def predict(chunk: Tensor) -> Tensor:
+            x = chunk.detach().cpu().numpy()
+            top = np.argsort(x, axis=1)[:, -alpha:]
+            missing = np.setdiff1d(np.unique(top), np.unique(np.argmax(x, axis=1)))
+            anchors = eye[torch.as_tensor(missing, dtype=torch.long, device=self._device)]
             return det.predict_logits(torch.cat([chunk, anchors]))[: len(chunk)]
 
         return self._batched(split.logits, predict)
@@ -519,9 +554,7 @@ class _Features(PytorchOODDetector, FeatureDetector):
     def _fit(self, det: Any, id_fit: Representations) -> None:
         if det.requires_fit:
             rows = _known_rows(id_fit)
-            det.fit_features(
-                _tensor(id_fit.features[rows], self._device), self._labels(id_fit, rows)
-            )
+            det.fit_features(self._fit_tensor(id_fit.features[rows]), self._labels(id_fit, rows))
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
         return self._batched(split.features, det.predict_features)
@@ -533,7 +566,7 @@ class _PooledMaps(PytorchOODDetector, FeatureDetector):
     def _fit(self, det: Any, id_fit: Representations) -> None:
         if det.requires_fit:
             rows = _known_rows(id_fit)
-            maps = _tensor(id_fit.features[rows], self._device)[:, :, None, None]
+            maps = self._fit_tensor(id_fit.features[rows])[:, :, None, None]
             det.fit_feature_maps(maps, self._labels(id_fit, rows))
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
@@ -556,7 +589,7 @@ class _FeatureMaps(PytorchOODDetector, FeatureMapDetector):
         maps = self._maps(id_fit)  # checked even when nothing is fitted
         if det.requires_fit:
             rows = _known_rows(id_fit)
-            det.fit_feature_maps(_tensor(maps[rows], self._device), self._labels(id_fit, rows))
+            det.fit_feature_maps(self._fit_tensor(maps[rows]), self._labels(id_fit, rows))
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
         return self._batched(self._maps(split), det.predict_feature_maps)
@@ -589,7 +622,7 @@ class _LayerStats(PytorchOODDetector, LayerStatsDetector):
         det.model = [nn.Identity() for _ in names]
         self._names = names
         rows = _known_rows(id_fit)
-        zs = [_tensor(id_fit.layer_stats[n]["mean"][rows], self._device) for n in names]
+        zs = [self._fit_tensor(id_fit.layer_stats[n]["mean"][rows]) for n in names]
         det.fit_structured(zs, self._labels(id_fit, rows))
 
     def _score(self, det: Any, split: Representations) -> np.ndarray:
@@ -640,9 +673,7 @@ class _Model(PytorchOODDetector, ModelDetector):
             return
         if self.spec.fit_on_features:
             rows = _known_rows(id_fit)
-            det.fit_features(
-                _tensor(id_fit.features[rows], self._device), self._labels(id_fit, rows)
-            )
+            det.fit_features(self._fit_tensor(id_fit.features[rows]), self._labels(id_fit, rows))
         else:
             det.fit(self._inputs(id_fit))
 
