@@ -154,11 +154,9 @@ class StatisticalDetector:
     def _unit_log_pvalues(self, values: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         order, groups = self.references_.groups(predicted)
         values_t = transpose(values, order)  # channel-major, inputs grouped by class
-        counts_t = np.empty(values_t.shape, dtype=np.int32)
         grouped = np.empty((len(values), len(self.units_)))
         for ref, a, b in groups:
-            ref.tail_counts(values_t[:, a:b], out=counts_t[:, a:b])
-            counts = transpose(counts_t[:, a:b])
+            counts = transpose(ref.tail_counts(values_t[:, a:b]))  # inputs x channels
             for j, unit in enumerate(self.units_):
                 grouped[a:b, j] = within_log_pvalues(counts[:, unit.columns], ref.n, self.within)
         out = np.empty_like(grouped)
