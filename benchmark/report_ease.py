@@ -88,8 +88,11 @@ _HARNESS = {"adapters", "benchmark", "torch", "torchvision", "numpy", "scipy", "
 
 def adapter_files(library: str) -> list[Path]:
     """``adapters/<module>.py`` and every ``.py`` under ``adapters/<module>_support/``."""
-    spec = importlib.util.find_spec(ADAPTER_MODULES[library])
-    if spec is None or spec.origin is None:
+    try:
+        spec = importlib.util.find_spec(ADAPTER_MODULES[library])
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return []
     main = Path(spec.origin)
     support = main.with_name(f"{main.stem}_support")
@@ -562,7 +565,7 @@ def measure_library(library: str, pythons: dict[str, str], repeats: int = 3,
     else:
         rec["detectors_source"] = "adapter available()"
     loc = sum(code_lines(f.read_text()) for f in files)
-    rec["adapter_files"] = ", ".join(str(f.relative_to(REPO)) for f in files)
+    rec["adapter_files"] = ", ".join(_display(f) for f in files)
     rec["adapter_loc"] = loc
     rec["detectors"] = len(detectors)
     rec["adapter_loc_per_detector"] = loc / len(detectors) if detectors else None
@@ -590,6 +593,13 @@ def measure_library(library: str, pythons: dict[str, str], repeats: int = 3,
         rec["ruff_note"] = note
         rec["package_dir"] = str(pkg_dir)
     return rec
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def _installed_from(direct_url: str | None) -> str:
@@ -698,6 +708,8 @@ def write_ease(out: Path, pythons: dict[str, str] | None = None, repeats: int = 
         "the exact definitions); 'not installed here' means the library could not be imported "
         "by the interpreter named in the last row, so nothing is claimed about it.", "",
         markdown(records), "",
+        f"Measured on {os.cpu_count()} CPUs at load average {os.getloadavg()[0]:.1f} (import "
+        "times grow with load; compare libraries within one report).", "",
         f"ruff rule set: `--select {RUFF_RULES}` ({RUFF_RULES_TEXT}), `--isolated`, "
         "Python 3.10 target, over the library's installed package directory.", "",
         "## Details", "",

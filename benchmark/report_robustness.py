@@ -484,8 +484,11 @@ def markdown(frame: pd.DataFrame) -> str:
             elif status == "ok":
                 cells.append("ok")
             else:
-                notes.append(f"{len(notes) + 1}. **{label}**, {PROBE_TITLES[p]}: {detail}")
-                cells.append(f"**{status}** [{len(notes)}]")
+                short = detail if len(detail) <= 300 else detail[:297] + "..."
+                notes.append(f"{len(notes) + 1}. **{label}**, {PROBE_TITLES[p]}: {short}")
+                how = ("raised" if detail.startswith("raised") else
+                       "NaN out" if "NaN scores" in detail else "")
+                cells.append(f"**{status}**{' (' + how + ')' if how else ''} [{len(notes)}]")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + ([""] + notes if notes else []))
 

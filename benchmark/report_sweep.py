@@ -115,7 +115,7 @@ def collect(roots: Path | Sequence[Path]) -> Collection:
         f["run"] = run.rel
         frames.append(f)
     rows = pd.concat(frames, ignore_index=True)
-    rows["error"] = rows["error"].fillna("").astype(str)
+    rows["error"] = rows["error"].astype(object).fillna("").astype(str)
     rows["label"] = _labels(rows, runs)
     return Collection(roots, runs, rows)
 
