@@ -172,6 +172,8 @@ def ease_rows(coll: Collection, ease: pd.DataFrame | None) -> list[dict[str, Any
                 v = None
             if col == "cpu_out_of_box" and _isnan(v):
                 v = "not declared" if r else None
+            if isinstance(v, float) and not _isnan(v) and col.startswith(("n_", "cpu_")):
+                v = int(v)
             rec[lib] = None if _isnan(v) else v
         rows.append(rec)
     return rows
@@ -289,7 +291,8 @@ def build_report(roots: list[Path], out: Path, *, ease: bool = False, robustness
     if robustness:
         from benchmark.report_robustness import ProbeSettings, write_robustness
 
-        robust_frame = write_robustness(coll, out, probe_settings or ProbeSettings())
+        robust_frame = write_robustness(coll, out, probe_settings or ProbeSettings(),
+                                        pythons)
     libs = _libraries(coll)
     rows = (performance_rows(coll, tables) + speed_rows(coll, timing)
             + ease_rows(coll, ease_frame) + robustness_rows(coll, robust_frame))
@@ -307,6 +310,12 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
                  report_command: str | None) -> str:
     manifests = [r.manifest for r in coll.runs if r.manifest]
     m0 = manifests[0] if manifests else {}
+    versions: dict[str, list[str]] = {}
+    for m in manifests:
+        for k, v in (m.get("versions") or {}).items():
+            if v and str(v) not in versions.setdefault(k, []):
+                versions[k].append(str(v))
+    commits = sorted({str(m.get("git_commit")) for m in manifests})
     cmds = commands + sweep_commands(coll.roots)
     if report_command:
         cmds.append(report_command)
@@ -315,8 +324,9 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
          f"> {CONVENTION}", "",
          f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(coll.runs)} runs, "
          f"{coll.rows['label'].nunique()} detectors; device: {m0.get('device', '?')}; "
-         f"git {m0.get('git_commit', '?')}; versions: "
-         + ", ".join(f"{k} {v}" for k, v in (m0.get("versions") or {}).items() if v) + ".", "",
+         f"git {', '.join(commits) or '?'}; versions (a / b = runs in different "
+         "environments): " + ", ".join(f"{k} {' / '.join(v)}" for k, v in versions.items())
+         + ".", "",
          "## Summary by criterion", "",
          "One row per measure; 'better' names the library with the better value where at "
          "least two libraries have one (AUROC: higher is better; times, sizes, findings: "
@@ -384,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--robustness", action="store_true", help="run the robustness probes")
     p.add_argument("--all", action="store_true", help="--ease and --robustness")
     p.add_argument("--python", action="append", default=[], metavar="LIB=PYTHON",
-                   help="interpreter that has LIB installed, for the ease-of-use measures")
+                   help="interpreter that has LIB installed (ease of use, robustness)")
     p.add_argument("--repeats", type=int, default=3, help="import-time repetitions")
     p.add_argument("--offline", action="store_true", help="do not ask PyPI")
     p.add_argument("--probe-n-id", type=int, default=500)

@@ -19,7 +19,8 @@ measured (library not installed in any interpreter given) is reported as such, n
   needs that the torch + torchvision base does not already bring (sizes from the installed
   files).
 * **Import time**: median wall time of importing those modules in a fresh interpreter that has
-  already imported torch and numpy (so it is the library's own cost); ``--repeats`` runs.
+  already imported torch, torchvision and numpy (so it is the library's own cost);
+  ``--repeats`` runs.
 * **Adapter lines of code**: non-blank lines that are not comments or docstrings in
   ``adapters/<module>.py`` plus ``adapters/<module>_support/``, divided by the detectors the
   adapter supports (its ``available()``).
@@ -61,7 +62,10 @@ RUFF_RULES = "E4,E7,E9,F,B"
 RUFF_RULES_TEXT = ("pycodestyle errors E4/E7/E9 (imports, statements, syntax), pyflakes F "
                    "(unused/undefined names), flake8-bugbear B (likely bugs)")
 BASE_DISTS = ("torch", "torchvision")
-PREIMPORT = ("torch", "numpy")
+PREIMPORT = ("torch", "torchvision", "numpy")
+FLOAT_KEYS = {"own_mb", "with_deps_over_torch_mb", "import_seconds", "import_seconds_bare",
+              "adapter_loc_per_detector", "ruff_per_1000_lines", "docstring_share",
+              "typed_share"}
 
 
 @dataclass(frozen=True)
@@ -645,7 +649,8 @@ COLUMNS_MD = [
     ("undeclared but needed", "undeclared"), ("declared, not needed", "unused"),
     ("declared but broken here", "broken"), ("own size MB", "own_mb"),
     ("size with deps beyond torch MB", "with_deps_over_torch_mb"),
-    ("import s (after torch+numpy)", "import_seconds"), ("import s (bare)", "import_seconds_bare"),
+    ("import s (after torch, torchvision, numpy)", "import_seconds"),
+    ("import s (bare)", "import_seconds_bare"),
     ("adapter LOC", "adapter_loc"), ("detectors", "detectors"),
     ("adapter LOC / detector", "adapter_loc_per_detector"),
     ("CPU out of the box", "cpu_out_of_box"), ("CPU only with workarounds", "cpu_with_workarounds"),
@@ -671,10 +676,13 @@ def _cell(key: str, rec: dict[str, Any]) -> str:
             parts.append(f"guide `{rec['install_doc']}`: {rec['install_doc_commands']} commands")
         return "; ".join(p for p in parts if p) or "none"
     if key == "sweep_cpu_text":
-        if rec.get("sweep_cpu_run") is None:
+        run, ok = rec.get("sweep_cpu_run"), rec.get("sweep_cpu_ok")
+        if run is None or run != run or not run:
             return "not in this sweep"
-        return f"{rec['sweep_cpu_ok']}/{rec['sweep_cpu_run']}"
+        return f"{int(ok)}/{int(run)}"
     v = rec.get(key)
+    if isinstance(v, float) and v == v and v.is_integer() and key not in FLOAT_KEYS:
+        v = int(v)
     if v is None or (isinstance(v, float) and v != v):
         return "—" if key not in ("cpu_out_of_box", "cpu_with_workarounds") else "not declared"
     if key.endswith("_share"):
@@ -682,7 +690,7 @@ def _cell(key: str, rec: dict[str, Any]) -> str:
     if isinstance(v, float):
         return f"{v:.2f}" if key != "adapter_loc_per_detector" else f"{v:.1f}"
     if isinstance(v, str):
-        return v.replace("|", "\\|") or "none"
+        return v.replace("|", "\\|") or ("—" if key == "version" else "none")
     return str(v)
 
 

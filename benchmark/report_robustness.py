@@ -28,6 +28,8 @@ import copy
 import inspect
 import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -436,10 +438,60 @@ def probe_detectors(cfg: DictConfig, specs: dict[str, dict[str, Any]],
     return results
 
 
-def probe_collection(coll: Collection, settings: ProbeSettings | None = None
-                     ) -> list[ProbeResult]:
-    """Probe every detector of every run, preparing once per distinct setting."""
+def _importable(library: str) -> bool:
+    import importlib
+
+    from adapters.registry import ADAPTER_MODULES
+
+    try:
+        importlib.import_module(ADAPTER_MODULES[library])
+    except Exception:
+        return False
+    return True
+
+
+def interpreter(library: str, pythons: dict[str, str]) -> str | None:
+    """Where to probe ``library``: here if its adapter imports, else ``--python library=...``,
+    else the project's ``.venv-<library>`` if there is one (None: nowhere, report errors)."""
+    from benchmark.report_ease import fallback_interpreter
+
+    if library in pythons:
+        return pythons[library]
+    if library not in _IMPORTABLE:
+        _IMPORTABLE[library] = _importable(library)
+    return sys.executable if _IMPORTABLE[library] else fallback_interpreter(library)
+
+
+_IMPORTABLE: dict[str, bool] = {}
+
+
+def probe_elsewhere(python: str, cfg: DictConfig, specs: dict[str, dict[str, Any]],
+                    settings: ProbeSettings) -> list[ProbeResult]:
+    """:func:`probe_detectors` in another interpreter (one that has the library installed)."""
+    with tempfile.TemporaryDirectory(prefix="ood-bench-probe-") as tmp:
+        job, answer = Path(tmp) / "job.json", Path(tmp) / "results.json"
+        job.write_text(json.dumps({"cfg": OmegaConf.to_container(cfg, resolve=True),
+                                   "specs": specs, "settings": asdict(settings)}, default=str))
+        proc = subprocess.run([python, "-m", "benchmark.report_robustness", str(job),
+                               str(answer)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=None, text=True)
+        if proc.returncode == 0 and answer.exists():
+            return [ProbeResult(**r) for r in json.loads(answer.read_text())]
+        why = f"probing in {python} failed (exit {proc.returncode}): {proc.stdout[-300:]}"
+    return [ProbeResult(label, str(spec.get("library")), str(spec.get("name")), p, "error",
+                        why, 0.0) for label, spec in specs.items() for p in PROBES]
+
+
+def probe_collection(coll: Collection, settings: ProbeSettings | None = None,
+                     pythons: dict[str, str] | None = None) -> list[ProbeResult]:
+    """Probe every detector of every run, preparing once per distinct setting and interpreter.
+
+    A library whose adapter cannot be imported here is probed by the interpreter that has it
+    (``pythons[library]`` or ``<repo>/.venv-<library>``); with none, its probes are errors that
+    say so.
+    """
     settings = settings or ProbeSettings()
+    pythons = pythons or {}
     groups: dict[str, tuple[Run, dict[str, dict[str, Any]]]] = {}
     labels = coll.rows.groupby(["run", "detector"], sort=False)["label"].first()
     for run in coll.runs:
@@ -451,8 +503,19 @@ def probe_collection(coll: Collection, settings: ProbeSettings | None = None
             entry[1][label] = dict(spec)
     results: list[ProbeResult] = []
     for run, specs in groups.values():
-        results += probe_detectors(run_config(run, settings), specs, settings)
-    return results
+        cfg = run_config(run, settings)
+        by_python: dict[str | None, dict[str, dict[str, Any]]] = {}
+        for label, spec in specs.items():
+            python = interpreter(str(spec.get("library")), pythons)
+            by_python.setdefault(python, {})[label] = spec
+        for python, group in by_python.items():
+            if python is None or python == sys.executable:
+                results += probe_detectors(cfg, group, settings)
+            else:
+                results += probe_elsewhere(python, cfg, group, settings)
+    order = {label: i for i, label in enumerate(
+        label for _, specs in groups.values() for label in specs)}
+    return sorted(results, key=lambda r: (order.get(r.label, 0), PROBES.index(r.probe)))
 
 
 # --------------------------------------------------------------------------- tables
@@ -481,6 +544,9 @@ def markdown(frame: pd.DataFrame) -> str:
             if status == "ok" and p in ("tiny_fit", "missing_class") and "AUROC" in detail:
                 auroc = detail.split("AUROC vs ")[1].split()[1]
                 cells.append(f"ok ({auroc})")
+            elif status == "ok" and "flagged OOD" in detail:
+                k, n = detail.split(" flagged OOD")[0].rsplit("; ", 1)[-1].split("/")
+                cells.append(f"ok ({int(k) / int(n):.0%} flagged)")
             elif status == "ok":
                 cells.append("ok")
             else:
@@ -506,16 +572,33 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return t[["probes", "ok", "error", "changed", "ok_share"]]
 
 
-def write_robustness(coll: Collection, out: Path, settings: ProbeSettings | None = None
-                     ) -> pd.DataFrame:
+def write_robustness(coll: Collection, out: Path, settings: ProbeSettings | None = None,
+                     pythons: dict[str, str] | None = None) -> pd.DataFrame:
     settings = settings or ProbeSettings()
-    frame = results_frame(probe_collection(coll, settings))
+    frame = results_frame(probe_collection(coll, settings, pythons))
     frame.to_csv(out / "robustness.csv", index=False)
     doc = (__doc__ or "").split("Probes (", 1)[-1]
     text = ["# Robustness under bad or odd inputs", "",
             f"Settings: {asdict(settings)}. Cells: ok / **error** / **changed**, with the "
             "message in the numbered notes; tiny-fit and missing-class cells show the AUROC "
-            "(ID test vs the first OOD set) after that fit.", "",
+            "(ID test vs the first OOD set) after that fit; NaN-pixel and constant-image cells "
+            "the share of those images scored above the 95th percentile of the ID scores "
+            "(flagged as OOD).", "",
             "Probes (" + doc.strip(), "", markdown(frame), ""]
     (out / "robustness.md").write_text("\n".join(text))
     return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmark.report_robustness job.json results.json`` (used by
+    :func:`probe_elsewhere`): probe the job's detectors in this interpreter."""
+    job_path, answer = (argv if argv is not None else sys.argv[1:])[:2]
+    job = json.loads(Path(job_path).read_text())
+    s = job["settings"]
+    s["batch_sizes"] = tuple(s["batch_sizes"])
+    results = probe_detectors(OmegaConf.create(job["cfg"]), job["specs"], ProbeSettings(**s))
+    Path(answer).write_text(json.dumps([asdict(r) for r in results]))
+
+
+if __name__ == "__main__":
+    main()
