@@ -39,7 +39,7 @@ from benchmark.report_sweep import (
 )
 from benchmark.report_timing import NOTES as TIMING_NOTES
 from benchmark.report_timing import markdown as timing_markdown
-from benchmark.report_timing import write_timing
+from benchmark.report_timing import sweep_line, write_timing
 
 log = logging.getLogger("ood-bench-report")
 
@@ -67,24 +67,29 @@ def default_out(roots: list[Path]) -> Path:
 
 
 def sweep_commands(roots: list[Path]) -> list[str]:
-    """The ``ood-bench`` command line that produced each root (from Hydra's saved overrides)."""
+    """The ``ood-bench`` command lines behind the runs, from what Hydra saved.
+
+    Every ``multirun.yaml`` under a root is one sweep; a run outside any sweep is a single
+    ``ood-bench`` call (its ``.hydra/overrides.yaml``).
+    """
     cmds = []
     for root in roots:
-        multirun = root / "multirun.yaml"
-        single = root / ".hydra" / "overrides.yaml"
-        if multirun.exists():
+        sweeps = sorted(root.rglob("multirun.yaml"))
+        for multirun in sweeps:
             h = (yaml.safe_load(multirun.read_text()) or {}).get("hydra", {})
             ovr = h.get("overrides", {})
             hydra_args = [a for a in ovr.get("hydra", []) or []
                           if not str(a).startswith("hydra.mode=")]
             args = list(ovr.get("task", []) or []) + hydra_args
             cmds.append("ood-bench -m " + " ".join(shlex.quote(str(a)) for a in args))
-        elif single.exists():
+        swept = [m.parent for m in sweeps]
+        for single in sorted(root.rglob(".hydra/overrides.yaml")):
+            run = single.parent.parent
+            if any(s == run or s in run.parents for s in swept):
+                continue
             args = yaml.safe_load(single.read_text()) or []
             cmds.append("ood-bench " + " ".join(shlex.quote(str(a)) for a in args))
-        else:
-            cmds.append(f"(no Hydra overrides saved under {root})")
-    return cmds
+    return cmds or ["(no Hydra overrides saved under the given folders)"]
 
 
 # --------------------------------------------------------------------------- summary
@@ -248,22 +253,36 @@ def summary_table(rows: list[dict[str, Any]], libs: list[str]) -> str:
     return "\n".join(lines)
 
 
-def same_method_table(coll: Collection, tables: dict[str, Any]) -> str:
-    """The same method in pytorch-ood and OpenOOD, side by side (mean AUROC over OOD sets)."""
+def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataFrame) -> str:
+    """The same method in pytorch-ood and OpenOOD side by side: mean AUROC over OOD sets, fit
+    seconds, scoring seconds per 1,000 samples."""
     if not tables["auroc"]:
         return ""
     t = pd.concat(tables["auroc"].values())
+    tim = timing.set_index("label")
     lines = []
+
+    def pick(lib: str, method: str) -> tuple[float, float, float] | None:
+        sub = t[(t["library"] == lib) & (t["method"] == method)]["all"].dropna()
+        if sub.empty:
+            return None
+        label = sub.index[0]
+        fit = tim.loc[label, "fit_seconds"] if label in tim.index else float("nan")
+        score = tim.loc[label, "score_s_per_1000"] if label in tim.index else float("nan")
+        return float(sub.iloc[0]), float(fit), float(score)
+
     for canon, (pod_name, oo_name) in SAME_METHOD.items():
-        a = t[(t["library"] == "pytorch_ood") & (t["method"] == pod_name)]["all"].dropna()
-        b = t[(t["library"] == "openood") & (t["method"] == oo_name)]["all"].dropna()
-        if len(a) and len(b):
-            lines.append(f"| {canon} | {a.iloc[0]:.4f} | {b.iloc[0]:.4f} | "
-                         f"{a.iloc[0] - b.iloc[0]:+.4f} |")
+        a, b = pick("pytorch_ood", pod_name), pick("openood", oo_name)
+        if a and b:
+            lines.append(f"| {canon} ({pod_name} / {oo_name}) | {a[0]:.4f} | {b[0]:.4f} | "
+                         f"{a[0] - b[0]:+.4f} | {a[1]:.3g} | {b[1]:.3g} | {a[2]:.3g} | "
+                         f"{b[2]:.3g} |")
     if not lines:
         return ""
-    return "\n".join(["| method | pytorch_ood | openood | difference |", "|---|---:|---:|---:|",
-                      *lines])
+    head = ("| method (pytorch-ood / OpenOOD name) | AUROC pytorch_ood | AUROC openood | "
+            "difference | fit s pytorch_ood | fit s openood | score s/1k pytorch_ood | "
+            "score s/1k openood |")
+    return "\n".join([head, "|---|" + "---:|" * 7, *lines])
 
 
 # --------------------------------------------------------------------------- the report
@@ -316,7 +335,7 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
             if v and str(v) not in versions.setdefault(k, []):
                 versions[k].append(str(v))
     commits = sorted({str(m.get("git_commit")) for m in manifests})
-    cmds = commands + sweep_commands(coll.roots)
+    cmds = list(commands) or sweep_commands(coll.roots)  # --command lines replace Hydra's
     if report_command:
         cmds.append(report_command)
     t = ["# OOD detector libraries compared: " + ", ".join(libs), "",
@@ -332,9 +351,12 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
          "least two libraries have one (AUROC: higher is better; times, sizes, findings: "
          "lower). Details and definitions are in the parts linked below.", "",
          summary_table(rows, libs), ""]
-    same = same_method_table(coll, tables)
+    same = same_method_table(coll, tables, timing)
     if same:
-        t += ["### The same method in both libraries (mean AUROC over OOD sets)", "", same, ""]
+        t += ["### The same method in both libraries", "",
+              "Mean AUROC over the OOD sets, and the timings of section 2, for every method "
+              "both libraries implement and this sweep ran (same backbone, same cached "
+              "features).", "", same, ""]
     t += ["## 1. Sweep: detectors x OOD sets", "",
           "Files: [sweep.md](sweep.md), [sweep.csv](sweep.csv), [sweep.tex](sweep.tex) "
           "(booktabs), raw rows [sweep_rows.csv](sweep_rows.csv).", ""]
@@ -343,7 +365,7 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
         t += [f"AUROC, ID {id_ds}, backbone {bb} (higher = better; FPR@95TPR and failures in "
               "sweep.md):", "", markdown_table(table, "auroc", dict(ood_order(sub))), ""]
     t += ["## 2. Timing", "", "Files: [timing.md](timing.md), [timing.csv](timing.csv).", "",
-          TIMING_NOTES, "", timing_markdown(timing), ""]
+          TIMING_NOTES, "", sweep_line(coll), "", timing_markdown(timing), ""]
     t += ["## 3. Ease of use", ""]
     if ease_frame is not None:
         from benchmark.report_ease import markdown as ease_markdown
@@ -401,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--probe-n-ood", type=int, default=500)
     p.add_argument("--probe-fit-cap", type=int, default=2000)
     p.add_argument("--command", action="append", default=[],
-                   help="an extra command to list at the top of report.md")
+                   help="the exact command that produced the runs (repeatable); listed at the "
+                   "top of report.md instead of the lines rebuilt from Hydra's overrides")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for d in args.dirs:

@@ -106,9 +106,11 @@ def collect(roots: Path | Sequence[Path]) -> Collection:
         paths = find_runs(root)
         if not paths:
             raise FileNotFoundError(f"no run (a folder with metrics.csv) under {root}")
-        base = root if len(roots) == 1 else root.parent
         for p in tqdm(paths, desc=f"collect {root.name}", disable=len(paths) < 20, leave=False):
-            runs.append(load_run(p, base))
+            run = load_run(p, root)
+            if len(roots) > 1:  # keep runs of different roots apart
+                run.rel = f"{root.name}/{run.rel}"
+            runs.append(run)
     frames = []
     for run in runs:
         f = run.metrics.copy()

@@ -127,10 +127,31 @@ def library_summary(frame: pd.DataFrame) -> pd.DataFrame:
         median_peak_memory_mb=("peak_memory_mb", "median"))
 
 
+def sweep_line(coll: Collection) -> str:
+    """Where the sweep's wall time went: runs, extraction computed vs loaded from the cache."""
+    runs = [r.manifest for r in coll.runs if r.manifest.get("timings")]
+    if not runs:
+        return ""
+    total = sum(_num(m["timings"].get("total_seconds")) for m in runs)
+    fresh = [m for m in runs if not all(v.get("from_cache") for v in
+                                        m.get("representations", {}).values())]
+    loaded = [m for m in runs if m not in fresh]
+    ext = [_num(m["timings"].get("extraction_seconds")) for m in fresh]
+    load = sorted(_num(m["timings"].get("extraction_seconds")) for m in loaded)
+    parts = [f"Sweep: {len(runs)} runs, {total:.1f} s of run wall time in all."]
+    if fresh:
+        parts.append(f"Features were extracted in {len(fresh)} run(s) ({sum(ext):.1f} s, "
+                     f"{sum(ext) / total:.1%} of the sweep)")
+    if load:
+        parts.append(f"and loaded from the cache in {len(load)} (median "
+                     f"{load[len(load) // 2]:.2f} s each).")
+    return " ".join(parts)
+
+
 def write_timing(coll: Collection, out: Path) -> pd.DataFrame:
     frame = timing_frame(coll)
     frame.to_csv(out / "timing.csv", index=False)
-    text = ["# Timing per detector", "", NOTES, "", markdown(frame), "",
+    text = ["# Timing per detector", "", NOTES, "", sweep_line(coll), "", markdown(frame), "",
             "## Per library (medians over its detectors)", "",
             frame_markdown(library_summary(frame)), ""]
     (out / "timing.md").write_text("\n".join(text))
