@@ -403,6 +403,33 @@ def test_eval_mode_and_no_mutation_when_network_model_is_in_train_mode(world):
     assert model.training
 
 
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("MaxSoftmax", "predict_logits"),
+        ("TemperatureScaling", "predict_logits"),
+        ("KNN", "predict_features"),
+        ("SHE", "predict_features"),
+        ("ReAct", "predict_feature_maps"),
+        ("RankFeat", "predict_feature_maps"),
+        ("MultiMahalanobis", "predict_structured"),
+    ],
+)
+def test_representation_detectors_score_without_autograd(world, name, method):
+    det = adapter.build(name, {}).fit(world.fit, world.net)
+    lib = det.library_detector
+    original, grad_modes = getattr(lib, method), []
+
+    def spy(*args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        return original(*args, **kwargs)
+
+    setattr(lib, method, spy)
+    with torch.enable_grad():
+        det.score(world.id, world.net)
+    assert grad_modes and not any(grad_modes), f"{name}.{method} ran with autograd enabled"
+
+
 @pytest.mark.parametrize("name", EVERY_CLASS)
 def test_missing_class_in_fit_split_is_a_clear_error(world, name):
     keep = np.flatnonzero(world.fit.labels != 3)
