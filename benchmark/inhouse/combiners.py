@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import special
 
 WITHIN = ("simes", "fisher", "bonferroni")
 ACROSS = ("fisher", "simes", "cauchy", "minp")
@@ -25,24 +26,33 @@ def check_method(method: str, valid: tuple[str, ...], what: str) -> str:
 
 
 def chi2_logsf_even(x: np.ndarray, df: int) -> np.ndarray:
-    """``log P(chi2_df >= x)`` for even ``df``, exact and without underflow.
+    """``log P(chi2_df >= x)`` for even ``df``, accurate and without underflow.
 
-    Uses the closed form ``sf = exp(-x/2) * sum_{i<k} (x/2)^i / i!`` with ``k = df / 2``,
-    summed in log space around its largest term.
+    ``sf = Q(df/2, x/2)`` (regularised upper incomplete gamma) where it is representable; far in
+    the tail, where it underflows, the closed form ``sf = exp(-x/2) sum_{i<k} (x/2)^i / i!``
+    (``k = df/2``) summed in log space around its largest term.
     """
     if df <= 0 or df % 2:
         raise ValueError(f"df must be a positive even integer, got {df}")
     k = df // 2
     y = np.maximum(np.asarray(x, dtype=np.float64), 0.0) / 2.0
+    q = special.gammaincc(k, y)
     with np.errstate(divide="ignore"):
-        log_y = np.log(y)
+        out = np.where(q > 0.5, np.log1p(-special.gammainc(k, y)), np.log(q))
+    far = q < 1e-250
+    if far.any():
+        out[far] = _chi2_logsf_series(y[far], k)
+    return out
+
+
+def _chi2_logsf_series(y: np.ndarray, k: int) -> np.ndarray:
+    log_y = np.log(y)  # y > 0 here: only called deep in the tail
     log_factorial = np.array([math.lgamma(i + 1) for i in range(k)])
     peak = np.clip(np.floor(y), 0, k - 1).astype(np.int64)
-    log_peak = peak * np.where(y > 0, log_y, 0.0) - log_factorial[peak]
+    log_peak = peak * log_y - log_factorial[peak]
     total = np.zeros_like(y)
     for i in range(k):
-        term = (i * log_y if i else 0.0) - log_factorial[i] - log_peak
-        total += np.exp(np.minimum(term, 0.0))
+        total += np.exp(np.minimum(i * log_y - log_factorial[i] - log_peak, 0.0))
     return -y + log_peak + np.log(total)
 
 

@@ -62,14 +62,3 @@ def stack_units(stats: Stats, units: Sequence[Unit]) -> np.ndarray:
     if len({len(b) for b in blocks}) != 1:
         raise ValueError("all layers must have the same number of rows")
     return np.concatenate(blocks, axis=1, dtype=np.float32)
-
-
-def transpose(a: np.ndarray, rows: np.ndarray | None = None, tile: int = 256) -> np.ndarray:
-    """Contiguous transpose of ``a[rows]`` tile by tile (about 2x numpy's plain strided copy)."""
-    n = len(a) if rows is None else len(rows)
-    out = np.empty((a.shape[1], n), dtype=a.dtype)
-    for i in range(0, n, tile):
-        part = a[i : i + tile] if rows is None else a[rows[i : i + tile]]
-        for j in range(0, a.shape[1], tile):
-            out[j : j + tile, i : i + tile] = part[:, j : j + tile].T
-    return out

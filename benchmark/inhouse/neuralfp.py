@@ -65,7 +65,7 @@ class NeuralFP:
         hidden: int = 64,
         bottleneck: int | None = None,
         epochs: int = 10,
-        batch_size: int = 256,
+        batch_size: int = 512,
         lr: float = 3e-3,
         max_fit_samples: int | None = 20000,
         seed: int = 0,
@@ -163,8 +163,7 @@ class NeuralFP:
         """``m x L`` two-sided conformal p-values of each layer's error."""
         self._check_calibrated()
         err = self.errors(stats) if errors is None else errors
-        counts = self.calibration_.tail_counts(np.ascontiguousarray(err.T))
-        return pvalues_from_counts(counts.T, self.calibration_.n)
+        return pvalues_from_counts(self.calibration_.tail_counts(err), self.calibration_.n)
 
     def pvalues(self, stats: Stats) -> np.ndarray:
         """Bonferroni-adjusted ``min(1, L * min_l p_l)``: a valid p-value per input."""

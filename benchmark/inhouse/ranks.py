@@ -73,34 +73,31 @@ class SortedReference:
             tie_rows[int(row)] = nxt
         return cls(padded=padded, tie_rows=tie_rows)
 
-    def tail_counts(self, values_t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``t = 1 + min(#{S <= s}, #{S >= s})`` per channel and query.
+    def tail_counts(self, values: np.ndarray) -> np.ndarray:
+        """``t = 1 + min(#{S <= s}, #{S >= s})`` for every input (row) and channel (column).
 
-        ``values_t`` is ``C x m`` (channel-major statistics); returns ``C x m`` int32. The channel
-        p-value is ``min(1, 2 t / (n + 1))``. Work goes in blocks of channels small enough to stay
-        in cache, so per-call overhead is paid per block rather than per channel.
+        ``values`` is ``m x C``; returns ``m x C`` int32. The channel p-value is
+        ``min(1, 2 t / (n + 1))``. Work goes in blocks of channels sized to stay in cache, so
+        per-call overhead is paid per block rather than per channel.
         """
-        keys = sortable_keys(values_t)
-        if keys.ndim != 2 or keys.shape[0] != self.channels:
-            raise ValueError(f"expected {self.channels} x m statistics, got {keys.shape}")
-        c, m = keys.shape
-        if out is None:
-            out = np.empty((c, m), dtype=np.int32)
-        elif out.shape != (c, m) or out.dtype != np.int32 or not out.flags.c_contiguous:
-            raise ValueError("out must be a C-contiguous C x m int32 array")
+        keys = sortable_keys(values)
+        if keys.ndim != 2 or keys.shape[1] != self.channels:
+            raise ValueError(f"expected m x {self.channels} statistics, got {keys.shape}")
+        m, c = keys.shape
+        out = np.empty((m, c), dtype=np.int32)
         if m == 0:
             return out
         n = self.n
         flat_ref, flat_out = self.padded.reshape(-1), out.reshape(-1)
-        position = np.arange(m, dtype=np.int64)
+        position = np.arange(m, dtype=np.int64) * c  # a query's offset in `out`
         step = max(1, _BLOCK_ELEMENTS // m)
         for r0 in range(0, c, step):
             rows = np.arange(r0, min(c, r0 + step), dtype=np.int64)
-            packed = keys[rows[0] : rows[-1] + 1].astype(np.int64)
+            packed = np.array(keys[:, rows[0] : rows[-1] + 1].T, dtype=np.int64, order="C")
             packed <<= 32
-            packed |= position  # low 32 bits: the query's column
+            packed |= position  # low 32 bits: where the query's count goes
             packed.sort(axis=1)
-            query = (packed >> 32).astype(np.int32)  # each row's keys, ascending
+            query = (packed >> 32).astype(np.int32)  # each channel's keys, ascending
             left = np.empty(query.shape, dtype=np.int64)  # #{S < s}
             for i, row in enumerate(rows):
                 left[i] = np.searchsorted(self.padded[row, :n], query[i])
@@ -113,7 +110,7 @@ class SortedReference:
             np.minimum(left, right, out=left)
             left += 1
             packed &= _LOW
-            packed += (rows * m)[:, None]
+            packed += rows[:, None]
             flat_out[packed] = left
         return out
 
@@ -129,8 +126,7 @@ def two_sided_pvalues(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     ``p = min(1, 2 * min((1 + #{S <= s}) / (n + 1), (1 + #{S >= s}) / (n + 1)))``.
     """
     ref = SortedReference.from_values(reference)
-    values_t = np.ascontiguousarray(np.atleast_2d(np.asarray(values, dtype=np.float32)).T)
-    return pvalues_from_counts(ref.tail_counts(values_t).T, ref.n)
+    return pvalues_from_counts(ref.tail_counts(np.atleast_2d(values)), ref.n)
 
 
 def upper_tail_pvalues(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from .combiners import (
 from .conformal import DEFAULT_MIN_CLASS_CALIBRATION, ConformalCalibrator, tie_break
 from .evidence import CalibratedEvidence, Evidence, pick_input
 from .explanation import Explanation, evidence_shares
-from .layout import Stats, Unit, plan_units, stack_units, transpose
+from .layout import Stats, Unit, plan_units, stack_units
 from .reductions import check_reductions
 from .reference import DEFAULT_MIN_CLASS_SAMPLES, ClassReferences
 
@@ -65,7 +65,7 @@ class StatisticalDetector:
         extra_evidence: Sequence[Evidence] = (),
         evidence_holdout: float = 0.2,
         seed: int = 0,
-        chunk_size: int = 16384,
+        chunk_size: int = 65536,
     ) -> None:
         self.reductions = reductions
         self.within = within
@@ -122,8 +122,14 @@ class StatisticalDetector:
             fitted.append(CalibratedEvidence(ev).fit(x[fit_idx], x[ref_idx]))
         return fitted
 
-    def calibrate(self, stats: Stats, predicted: np.ndarray, extra: Extra = None):
-        """Conformal calibration on a held-out ID split (never the fit split)."""
+    def calibrate(
+        self, stats: Stats, predicted: np.ndarray, extra: Extra = None
+    ) -> StatisticalDetector:
+        """Conformal calibration on a held-out ID split (never the fit split).
+
+        ``predicted`` are the classifier's classes for the calibration inputs (used when
+        ``calibrate_per_class``; scoring always groups by predicted class).
+        """
         t = self.statistic(stats, predicted, extra)
         self.calibrator_ = ConformalCalibrator(
             self.calibrate_per_class, self.min_class_calibration
@@ -136,7 +142,9 @@ class StatisticalDetector:
         """Column names of :meth:`test_log_pvalues`: units then extra evidences."""
         return [u.name for u in self.units_] + [e.name for e in self.evidences_]
 
-    def test_log_pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None):
+    def test_log_pvalues(
+        self, stats: Stats, predicted: np.ndarray, extra: Extra = None
+    ) -> np.ndarray:
         """``m x L`` log p-values: one per (layer, reduction) and per extra evidence."""
         self._check_fitted()
         values = stack_units(stats, self.units_)
@@ -153,10 +161,10 @@ class StatisticalDetector:
 
     def _unit_log_pvalues(self, values: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         order, groups = self.references_.groups(predicted)
-        values_t = transpose(values, order)  # channel-major, inputs grouped by class
+        values = values[order]  # inputs grouped by class
         grouped = np.empty((len(values), len(self.units_)))
         for ref, a, b in groups:
-            counts = transpose(ref.tail_counts(values_t[:, a:b]))  # inputs x channels
+            counts = ref.tail_counts(values[a:b])
             for j, unit in enumerate(self.units_):
                 grouped[a:b, j] = within_log_pvalues(counts[:, unit.columns], ref.n, self.within)
         out = np.empty_like(grouped)
@@ -189,7 +197,7 @@ class StatisticalDetector:
         """OOD iff ``p <= alpha``: false alarms on ID data at rate at most alpha."""
         return self.pvalues(stats, predicted, extra) <= alpha
 
-    def naive_pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None):
+    def naive_pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
         """The combiner's textbook p-value (e.g. chi-square for Fisher): NOT valid, for contrast."""
         t = self.statistic(stats, predicted, extra)
         return across_naive_pvalue(t, self.across, len(self.test_names))
