@@ -64,7 +64,7 @@ from adapters.base import (
     LogitDetector,
     ModelDetector,
 )
-from adapters.openood_support.compat import ensure_importable
+from adapters.openood_support.compat import NOTES, ensure_importable, stubbed
 from adapters.openood_support.config import (
     build_config,
     config_path,
@@ -95,7 +95,8 @@ class Spec:
     labels must cover 0..C-1), ``"correct every class"`` (and >= 1 correctly classified row per
     class), or ``""``. ``val``: uses ``id_loader_dict['val']``. ``wrapper``: OpenOOD network
     wrapper class. ``pad3``: indexes input channels 0..2 (1-channel inputs are zero-padded).
-    ``dim_arg``: a subspace dimension that must be < the feature dimension.
+    ``dim_arg``: a subspace dimension that must be < the feature dimension. ``needs``: an
+    optional module that may be a placeholder (then the method raises a DetectorError).
     """
 
     cls: str
@@ -106,6 +107,7 @@ class Spec:
     pad3: bool = False
     dim_arg: str | None = None
     note: str = ""
+    needs: str | None = None  # an optional module (see openood_support.compat)
 
 
 SPECS: dict[str, Spec] = {
@@ -117,7 +119,7 @@ SPECS: dict[str, Spec] = {
     "gen": Spec("GENPostprocessor", "logits"),
     "klm": Spec("KLMatchingPostprocessor", "logits", val=True),
     "temp_scaling": Spec("TemperatureScalingPostprocessor", "logits", val=True),
-    "openmax": Spec("OpenMax", "logits", labels="correct every class"),
+    "openmax": Spec("OpenMax", "logits", labels="correct every class", needs="libmr"),
     "mds": Spec("MDSPostprocessor", "features", labels="every class"),
     "rmds": Spec("RMDSPostprocessor", "features", labels="every class"),
     "mds_ensemble": Spec("MDSEnsemblePostprocessor", None, labels="every class", pad3=True,
@@ -342,6 +344,10 @@ class OpenOODDetector(Detector):
     def fit(self, id_fit: Representations, network: Network,
             calibration: Representations | None = None) -> OpenOODDetector:
         spec = self.spec
+        if spec.needs:
+            ensure_importable()
+            if stubbed(spec.needs):
+                raise DetectorError(f"openood {self.name}: {NOTES[spec.needs]}")
         num_classes = int(network.num_classes or id_fit.num_classes)
         if spec.labels:
             _check_labels(self.name, spec.labels, id_fit, num_classes)

@@ -1,21 +1,34 @@
-"""Import OpenOOD's postprocessors without the one dependency that cannot work on numpy 2.
+"""Import OpenOOD's postprocessors without the dependencies that are hard to install.
 
-``import openood.postprocessors`` pulls in ``openood.preprocessors`` (ODIN reads its
-``normalization_dict``), whose DRAEM preprocessor does ``import imgaug.augmenters``. imgaug 0.4.0
-(the last release) fails to import on numpy >= 2 (``np.sctypes`` was removed), and nothing else
-of OpenOOD that this adapter uses needs it. When imgaug is missing or broken,
-:func:`ensure_importable` registers a placeholder ``imgaug`` package whose attributes raise a
-clear ImportError, so only DRAEM's preprocessor (an anomaly-detection training pipeline the
-adapter does not support) becomes unusable. With a working imgaug (numpy < 2) nothing is touched.
+``import openood.postprocessors`` imports every postprocessor module, so two optional
+dependencies decide whether *any* of them can be used:
+
+* ``imgaug`` (via ``openood.preprocessors``, which ODIN needs for its ``normalization_dict``;
+  only DRAEM's preprocessor uses it): imgaug 0.4.0, the last release, fails to import on
+  numpy >= 2 (``np.sctypes`` was removed).
+* ``libmr`` (OpenMax's Weibull fits): an sdist whose build imports numpy and Cython without
+  declaring them, so it only installs with ``pip install --no-build-isolation libmr`` and
+  cannot be part of a pip extra.
+
+When one of them is missing or broken, :func:`ensure_importable` registers a placeholder module
+whose attributes raise a clear ImportError. Nothing this adapter runs touches imgaug; OpenMax
+checks :func:`libmr_available` and raises a DetectorError with the install command. Working
+modules are never replaced.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 
-STUB_NOTE = ("imgaug placeholder installed by ood-bench's OpenOOD adapter: imgaug is missing or "
-             "cannot import on this numpy; OpenOOD's DRAEM preprocessor is unavailable")
+NOTES = {
+    "imgaug": "imgaug is missing or cannot import on this numpy (imgaug 0.4.0 needs numpy < 2); "
+    "OpenOOD's DRAEM preprocessor is unavailable",
+    "libmr": "libmr is not installed (pip install Cython && pip install --no-build-isolation "
+    "libmr); OpenOOD's OpenMax is unavailable",
+}
+SUBMODULES = {"imgaug": ("augmenters",), "libmr": ()}
 
 
 class _Unavailable(types.ModuleType):
@@ -24,30 +37,40 @@ class _Unavailable(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
-        raise ImportError(f"{STUB_NOTE} (accessed {self.__name__}.{name})")
+        raise ImportError(f"placeholder installed by ood-bench's OpenOOD adapter: "
+                          f"{NOTES[self.__name__.split('.')[0]]} (accessed {self.__name__}.{name})")
 
 
-def _imgaug_works() -> bool:
+def _works(name: str) -> bool:
     try:
-        import imgaug.augmenters  # noqa: F401
+        importlib.import_module(name)
+        for sub in SUBMODULES[name]:
+            importlib.import_module(f"{name}.{sub}")
     except Exception:  # ImportError when missing; AttributeError (np.sctypes) on numpy 2
-        for key in [k for k in sys.modules if k == "imgaug" or k.startswith("imgaug.")]:
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
             del sys.modules[key]
         return False
     return True
 
 
-def imgaug_stubbed() -> bool:
-    return bool(getattr(sys.modules.get("imgaug"), "__ood_bench_stub__", False))
+def stubbed(name: str) -> bool:
+    return bool(getattr(sys.modules.get(name), "__ood_bench_stub__", False))
+
+
+def libmr_available() -> bool:
+    ensure_importable()
+    return not stubbed("libmr")
 
 
 def ensure_importable() -> None:
     """Make ``import openood.postprocessors`` possible (idempotent)."""
-    if "imgaug" in sys.modules or _imgaug_works():
-        return
-    package = _Unavailable("imgaug", STUB_NOTE)
-    package.__path__ = []  # a package, so that ``import imgaug.augmenters`` resolves
-    augmenters = _Unavailable("imgaug.augmenters", STUB_NOTE)
-    package.__dict__["augmenters"] = augmenters
-    sys.modules["imgaug"] = package
-    sys.modules["imgaug.augmenters"] = augmenters
+    for name, subs in SUBMODULES.items():
+        if name in sys.modules or _works(name):
+            continue
+        package = _Unavailable(name, NOTES[name])
+        package.__path__ = []  # a package, so that ``import name.sub`` resolves
+        sys.modules[name] = package
+        for sub in subs:
+            module = _Unavailable(f"{name}.{sub}", NOTES[name])
+            package.__dict__[sub] = module
+            sys.modules[f"{name}.{sub}"] = module
