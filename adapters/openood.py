@@ -97,6 +97,9 @@ class Spec:
     wrapper class. ``pad3``: indexes input channels 0..2 (1-channel inputs are zero-padded).
     ``dim_arg``: a subspace dimension that must be < the feature dimension. ``needs``: an
     optional module that may be a placeholder (then the method raises a DetectorError).
+    ``hyperparams``: OpenOOD derives some state only in ``set_hyperparam``, which its evaluator
+    calls from the automatic parameter search; the adapter calls it once after ``setup`` with
+    these ``postprocessor_args`` values (what the search would do with a one-point sweep).
     """
 
     cls: str
@@ -108,12 +111,21 @@ class Spec:
     dim_arg: str | None = None
     note: str = ""
     needs: str | None = None  # an optional module (see openood_support.compat)
+    hyperparams: tuple[str, ...] = ()  # set_hyperparam(these args) after setup (see AdaScale)
 
 
 SPECS: dict[str, Spec] = {
     "msp": Spec("BasePostprocessor", "logits"),
     "odin": Spec("ODINPostprocessor", None, pad3=True,
                  note="input perturbation: gradients w.r.t. the images"),
+    "iodin": Spec("IODINPostprocessor", None, pad3=True,
+                  note="input perturbation of the most sensitive pixel"),
+    "adascale_a": Spec("AdaScalePostprocessor", None, val=True, wrapper="AdaScaleANet",
+                       hyperparams=("percentile", "k1", "k2", "lmbda", "o"),
+                       note="input gradients (perturbed-feature shift)"),
+    "adascale_l": Spec("AdaScalePostprocessor", None, val=True, wrapper="AdaScaleLNet",
+                       hyperparams=("percentile", "k1", "k2", "lmbda", "o"),
+                       note="input gradients (perturbed-feature shift)"),
     "ebo": Spec("EBOPostprocessor", "logits"),
     "mls": Spec("MaxLogitPostprocessor", "logits"),
     "gen": Spec("GENPostprocessor", "logits"),
@@ -164,9 +176,6 @@ LEFT_OUT: dict[str, str] = {
     "mcm": "needs a CLIP vision-language model (text prompts)",
     "grood": "fits on OOD validation data (use_val_ood) and its config is a .yaml file, which "
     "openood.utils.Config refuses",
-    "iodin": "not wired up (ODIN variant; same requirements as odin)",
-    "adascale_a": "not wired up (needs input gradients and net.backbone.feature_size)",
-    "adascale_l": "not wired up (needs input gradients and net.backbone.feature_size)",
     "cutpaste": "industrial anomaly detection: needs its own trained network",
     "draem": "industrial anomaly detection: needs its own trained network",
     "dsvdd": "industrial anomaly detection: needs its own trained network",
@@ -221,11 +230,13 @@ def _postprocessor_class(spec: Spec) -> type:
 
 def _network_wrapper(name: str) -> type:
     ensure_importable()
+    from openood.networks.adascale_net import AdaScaleANet, AdaScaleLNet
     from openood.networks.ash_net import ASHNet
     from openood.networks.react_net import ReactNet
     from openood.networks.scale_net import ScaleNet
 
-    return {"ReactNet": ReactNet, "ASHNet": ASHNet, "ScaleNet": ScaleNet}[name]
+    return {"ReactNet": ReactNet, "ASHNet": ASHNet, "ScaleNet": ScaleNet,
+            "AdaScaleANet": AdaScaleANet, "AdaScaleLNet": AdaScaleLNet}[name]
 
 
 @contextlib.contextmanager
@@ -329,7 +340,8 @@ class OpenOODDetector(Detector):
     # -- networks and loaders -----------------------------------------------------------
 
     def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
-        if self.spec.wrapper in ("ReactNet", "ASHNet", "ScaleNet"):
+        if self.spec.wrapper in ("ReactNet", "ASHNet", "ScaleNet", "AdaScaleANet",
+                                 "AdaScaleLNet"):
             return _network_wrapper(self.spec.wrapper)(net)
         return net
 
@@ -370,6 +382,8 @@ class OpenOODDetector(Detector):
             id_loaders = {"train": train, "val": held_out, "test": held_out}
             try:
                 pp.setup(self.net_, id_loaders, {})
+                if spec.hyperparams:
+                    pp.set_hyperparam([self.effective_args_[k] for k in spec.hyperparams])
             except DetectorError:
                 raise
             except Exception as exc:
@@ -432,7 +446,8 @@ class _ModelMixin:
         in_channels = None
         if self.spec.pad3:
             in_channels = self._input_channels(id_fit)
-        return self._wrap(ZooNet(model, in_channels if in_channels and in_channels < 3 else None))
+        pad = in_channels if in_channels and in_channels < 3 else None
+        return self._wrap(ZooNet(model, pad, feature_size=int(id_fit.features.shape[1])))
 
     def _input_channels(self, split: Representations) -> int:
         x, _ = next(iter(self._inputs(split)()))

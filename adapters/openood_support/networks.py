@@ -69,9 +69,11 @@ class ZooNet(_FCMixin, nn.Module):
 
     ``return_feature_list`` returns the outputs of ``backbone.monitored_layers()`` in order
     (LeNet: conv1, conv2, fc1; the last is the penultimate layer), captured by forward hooks.
+    ``feature_size`` is the penultimate dimension (AdaScale reads it).
     """
 
-    def __init__(self, backbone: nn.Module, in_channels: int | None = None) -> None:
+    def __init__(self, backbone: nn.Module, in_channels: int | None = None,
+                 feature_size: int | None = None) -> None:
         super().__init__()
         missing = [m for m in ZOO_METHODS if not hasattr(backbone, m)]
         if missing or not isinstance(getattr(backbone, "fc", None), nn.Linear):
@@ -81,6 +83,7 @@ class ZooNet(_FCMixin, nn.Module):
             )
         self.backbone = backbone
         self.in_channels = in_channels
+        self.feature_size = feature_size
 
     @property
     def fc(self) -> nn.Linear:  # type: ignore[override]
@@ -125,6 +128,7 @@ class ReplayNet(_FCMixin, nn.Module):
         super().__init__()
         self.fc = fc
         self.num_classes = num_classes
+        self.feature_size = fc.in_features
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[:, : self.num_classes].clone(), x[:, self.num_classes:].clone()
