@@ -14,11 +14,13 @@ OpenOOD's own lifecycle is used unchanged: ``pp = Cls(config)`` (a fresh instanc
   ``Representations`` through :class:`~adapters.openood_support.networks.ReplayNet`, whose input
   rows are ``[logits | features]``; no image is touched. RankFeat replays cached
   ``feature_maps`` through the backbone's ``forward_from_feature_maps``.
-* **Live model** (``mode='model'``): the others (ODIN, Gram, GMM, MDS ensemble) run end to end
-  on ``split.inputs()`` with a frozen private copy of ``network.model`` wrapped in
+* **Live model** (``mode='model'``): the others (ODIN, IODIN, AdaScale-A/L, Gram, GMM, MDS
+  ensemble) run end to end on ``split.inputs()`` with a frozen private copy of
+  ``network.model`` wrapped in
   :class:`~adapters.openood_support.networks.ZooNet` (OpenOOD's network contract). Any
   replayable method can also be forced to run this way (the equivalence tests do).
-* ReAct, ASH and SCALE are wrapped in OpenOOD's own ``ReactNet``/``ASHNet``/``ScaleNet``.
+* ReAct, ASH, SCALE and AdaScale are wrapped in OpenOOD's own ``ReactNet``/``ASHNet``/
+  ``ScaleNet``/``AdaScaleANet``/``AdaScaleLNet``.
 * **Device**: OpenOOD hard-codes ``.cuda()``; every OpenOOD call runs inside
   :func:`~adapters.openood_support.device.device_shim` (``network.device``; the real GPU when it
   is a CUDA device).
@@ -34,8 +36,9 @@ OpenOOD's own lifecycle is used unchanged: ``pp = Cls(config)`` (a fresh instanc
   postprocessor is constructed, so any ID dataset and class count works.
 
 Adapter parameters (besides the postprocessor's own): ``mode`` (``auto``/``replay``/``model``),
-``seed`` (RNG for Gram, CFOOD, GMM; default 0), ``dataset``, ``input_std`` (ODIN's and MDS
-ensemble's per-channel gradient scaling; OpenOOD's fallback is 0.5), ``batch_size``,
+``seed`` (RNG for Gram, CFOOD, GMM, AdaScale; default 0), ``dataset``, ``input_std`` (ODIN's,
+IODIN's and MDS ensemble's per-channel gradient scaling: set it to the backbone's input
+normalisation std; OpenOOD's fallback for unknown datasets is 0.5), ``batch_size``,
 ``verbose`` (show OpenOOD's prints and progress bars; default off).
 
 See ``SPECS`` below for what each postprocessor consumes and needs, and ``LEFT_OUT`` for the
@@ -396,6 +399,8 @@ class OpenOODDetector(Detector):
     def score(self, split: Representations, network: Network) -> np.ndarray:
         if not self.fitted_ or self.postprocessor_ is None:
             raise DetectorError(f"openood {self.name}: score() before fit()")
+        if len(split) == 0:
+            return np.zeros(0, dtype=np.float64)
         loader = self._loader(split, "score")
         with _quiet(self.verbose), device_shim(self._device), _seeded(self.seed):
             try:
