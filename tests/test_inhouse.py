@@ -111,7 +111,7 @@ def test_rank_pvalues_equal_brute_force_with_ties_and_signed_zero():
 def test_tail_counts_are_integers_of_the_formula_and_inf_is_handled():
     ref = np.array([[0.0], [1.0], [1.0], [np.inf]], dtype=np.float32)
     val = np.array([[-np.inf], [0.0], [1.0], [np.inf], [5.0]], dtype=np.float32)
-    t = SortedReference.from_values(ref).tail_counts(np.ascontiguousarray(val.T))[0]
+    t = SortedReference.from_values(ref).tail_counts(val)[:, 0]
     # t = 1 + min(#{S <= s}, #{S >= s})
     assert t.tolist() == [1, 2, 4, 2, 2]
     np.testing.assert_allclose(pvalues_from_counts(t, 4), [0.4, 0.8, 1.0, 0.8, 0.8])
