@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Creating a tensor from a list of numpy:UserWarning"),
     pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
 ]
 
 
