@@ -400,7 +400,9 @@ def mnist_stats():
     net.eval()
 
     def run(images):
-        return extract_layer_stats(net, net.monitored_layers(), images.split(1000))
+        return extract_layer_stats(
+            net, net.monitored_layers(), images.split(1000), return_logits=True
+        )
 
     parts = {
         "fit": run(x[1500:3500]),
@@ -414,9 +416,8 @@ def mnist_stats():
 def test_extractor_matches_manual_reductions(mnist_stats):
     net, _, _ = mnist_stats
     x = torch.randn(5, 1, 28, 28)
-    stats, logits = extract_layer_stats(
-        net, net.monitored_layers(), [x], reductions=("max", "mean")
-    )
+    stats, logits = extract_layer_stats(net, net.monitored_layers(), [x], return_logits=True)
+    assert set(extract_layer_stats(net, net.monitored_layers(), [x])) == {"conv1", "conv2", "fc1"}
     with torch.no_grad():
         a1 = net.conv1(x)
         a2 = net.conv2(net.pool1(a1))

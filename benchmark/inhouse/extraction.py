@@ -6,7 +6,7 @@ them from a model and a dict of monitored modules, without changing the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -56,7 +56,7 @@ class LayerStatsExtractor:
             handle.remove()
         self._handles.clear()
 
-    def _hook(self, name: str):  # noqa: ANN202 - torch hook signature
+    def _hook(self, name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
             if isinstance(output, (tuple, list)):
                 output = output[0]
@@ -113,7 +113,10 @@ def extract_layer_stats(
     batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]],
     reductions: Sequence[str] = ("max", "mean"),
     device: torch.device | str | None = None,
-) -> tuple[LayerStats, np.ndarray]:
-    """One-call form of :class:`LayerStatsExtractor`: ``(stats, logits)``."""
+    return_logits: bool = False,
+) -> LayerStats | tuple[LayerStats, np.ndarray]:
+    """``{layer: {reduction: N x C}}`` for every batch; with ``return_logits``, also the logits
+    (``N x classes``), from which the predicted classes the detector needs follow."""
     with LayerStatsExtractor(model, layers, reductions) as extractor:
-        return extractor.run(batches, device=device)
+        stats, logits = extractor.run(batches, device=device)
+    return (stats, logits) if return_logits else stats
