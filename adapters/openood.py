@@ -377,7 +377,8 @@ class OpenOODDetector(Detector):
         val = calibration if calibration is not None and len(calibration) else id_fit
         cls = _postprocessor_class(spec)
         with _quiet(self.verbose), device_shim(self._device), _seeded(self.seed):
-            with registered_dataset(dataset, num_classes, self.params.get("input_std")):
+            input_std = self.params.get("input_std") or network.input_std
+            with registered_dataset(dataset, num_classes, input_std):
                 pp = cls(config)  # fresh instance: setup() is guarded by a flag
             self.net_ = self._make_net(network, id_fit)
             train = self._loader(id_fit, "train")

@@ -86,6 +86,9 @@ class Network:
     device: torch.device
     num_classes: int
     batch_size: int = 256
+    # the backbone's input normalisation (input-perturbation methods step in pixel units)
+    input_mean: tuple[float, ...] | None = None
+    input_std: tuple[float, ...] | None = None
 
     @property
     def fc(self) -> nn.Linear:

@@ -184,7 +184,8 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> Detector
         det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
         out.consumes = det.consumes.value
         net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
-                      num_classes=prep.reps["fit"].num_classes, batch_size=batch_size)
+                      num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
+                      input_mean=prep.transform.mean, input_std=prep.transform.std)
         t0 = time.perf_counter()
         try:
             _fit(det, prep, net)
