@@ -84,6 +84,11 @@ class SortedReference:
         if keys.ndim != 2 or keys.shape[1] != self.channels:
             raise ValueError(f"expected m x {self.channels} statistics, got {keys.shape}")
         m, c = keys.shape
+        if m * c >= 1 << 32:  # a query's output offset must fit the packed low 32 bits
+            half = m // 2
+            return np.concatenate(
+                [self.tail_counts(values[:half]), self.tail_counts(values[half:])]
+            )
         out = np.empty((m, c), dtype=np.int32)
         if m == 0:
             return out
