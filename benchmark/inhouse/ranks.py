@@ -16,7 +16,7 @@ import numpy as np
 
 _SENTINEL = np.int32(np.iinfo(np.int32).max)  # above the key of +inf; NaN is rejected
 _MAGNITUDE = np.int32(0x7FFFFFFF)
-_LOW = np.int64(0xFFFFFFFF)
+_LITTLE = np.little_endian  # which int32 half of an int64 is the low one
 _BLOCK_ELEMENTS = 1 << 16  # queries per block: keeps a block's work arrays in L2 cache
 
 
@@ -26,6 +26,8 @@ def sortable_keys(values: np.ndarray) -> np.ndarray:
     if np.isnan(x).any():
         raise ValueError("NaN in statistics: rank p-values are undefined for NaN")
     bits = (x + np.float32(0.0)).view(np.int32)  # + 0.0 maps -0.0 to +0.0
+    if x.size and x.min() >= 0:  # post-ReLU statistics: the bits already sort as floats do
+        return bits
     return bits ^ ((bits >> 31) & _MAGNITUDE)
 
 
@@ -34,7 +36,8 @@ class SortedReference:
     """Per-channel sorted reference keys, one row per channel (``C x n``)."""
 
     padded: np.ndarray  # C x (n + 1) int32, rows sorted ascending, last column a sentinel
-    tie_rows: dict[int, np.ndarray]  # row -> (n + 1) first position holding a larger key
+    tie_index: np.ndarray  # C int32: row of `tie_next` for channels with repeated keys, else -1
+    tie_next: np.ndarray  # T x (n + 1) int32: first position holding a larger key
 
     @property
     def keys(self) -> np.ndarray:
@@ -65,13 +68,16 @@ class SortedReference:
         padded = np.empty((c, n + 1), dtype=np.int32)
         padded[:, :n] = keys
         padded[:, n] = _SENTINEL
-        tie_rows = {}
-        for row in np.flatnonzero((keys[:, 1:] == keys[:, :-1]).any(axis=1)):
-            nxt = np.empty(n + 1, dtype=np.int32)
-            nxt[:n] = np.searchsorted(keys[row], keys[row], side="right")
-            nxt[n] = n
-            tie_rows[int(row)] = nxt
-        return cls(padded=padded, tie_rows=tie_rows)
+        repeated = keys[:, 1:] == keys[:, :-1]
+        tie_rows = np.flatnonzero(repeated.any(axis=1))
+        tie_index = np.full(c, -1, dtype=np.int32)
+        tie_index[tie_rows] = np.arange(len(tie_rows), dtype=np.int32)
+        # end of each run of equal keys: the next position where the key changes, carried
+        # backwards by a running minimum (no per-element search)
+        ends = np.full((len(tie_rows), n + 1), n, dtype=np.int32)
+        ends[:, : n - 1] = np.where(repeated[tie_rows], n, np.arange(1, n, dtype=np.int32))
+        tie_next = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
+        return cls(padded=padded, tie_index=tie_index, tie_next=np.ascontiguousarray(tie_next))
 
     def tail_counts(self, values: np.ndarray) -> np.ndarray:
         """``t = 1 + min(#{S <= s}, #{S >= s})`` for every input (row) and channel (column).
@@ -84,7 +90,7 @@ class SortedReference:
         if keys.ndim != 2 or keys.shape[1] != self.channels:
             raise ValueError(f"expected m x {self.channels} statistics, got {keys.shape}")
         m, c = keys.shape
-        if m * c >= 1 << 32:  # a query's output offset must fit the packed low 32 bits
+        if m * c >= 1 << 31:  # offsets into the output must fit int32 (the packed low half)
             half = m // 2
             return np.concatenate(
                 [self.tail_counts(values[:half]), self.tail_counts(values[half:])]
@@ -93,30 +99,38 @@ class SortedReference:
         if m == 0:
             return out
         n = self.n
+        big = max(self.padded.size, self.tie_next.size) >= 1 << 31
+        index = np.int64 if big else np.int32
         flat_ref, flat_out = self.padded.reshape(-1), out.reshape(-1)
         position = np.arange(m, dtype=np.int64) * c  # a query's offset in `out`
         step = max(1, _BLOCK_ELEMENTS // m)
+        lo, hi = (0, 1) if _LITTLE else (1, 0)
         for r0 in range(0, c, step):
-            rows = np.arange(r0, min(c, r0 + step), dtype=np.int64)
-            packed = np.array(keys[:, rows[0] : rows[-1] + 1].T, dtype=np.int64, order="C")
+            rows = np.arange(r0, min(c, r0 + step))
+            packed = np.array(keys[:, r0 : rows[-1] + 1].T, dtype=np.int64, order="C")
             packed <<= 32
-            packed |= position  # low 32 bits: where the query's count goes
+            packed |= position  # low half: where the query's count goes
             packed.sort(axis=1)
-            query = (packed >> 32).astype(np.int32)  # each channel's keys, ascending
-            left = np.empty(query.shape, dtype=np.int64)  # #{S < s}
+            halves = packed.view(np.int32)
+            query = halves[:, hi::2]  # each channel's keys, ascending (a strided view)
+            left = np.empty(query.shape, dtype=np.int32)  # #{S < s}
             for i, row in enumerate(rows):
                 left[i] = np.searchsorted(self.padded[row, :n], query[i])
-            hit = flat_ref.take(left + (rows * (n + 1))[:, None]) == query
+            offsets = (rows * (n + 1)).astype(index)[:, None]
+            hit = flat_ref.take(left + offsets) == query
             right = left + hit  # #{S <= s}: exact unless the row has repeated keys
-            for i, row in enumerate(rows):
-                if int(row) in self.tie_rows:
-                    right[i] = np.where(hit[i], self.tie_rows[int(row)][left[i]], left[i])
+            ties = self.tie_index[r0 : rows[-1] + 1]
+            tied = np.flatnonzero(ties >= 0)
+            if len(tied):  # those rows: jump to the end of the run of keys equal to s
+                start = left[tied]
+                run_ends = self.tie_next.reshape(-1).take(
+                    start + (ties[tied] * (n + 1)).astype(index)[:, None]
+                )
+                right[tied] = np.where(hit[tied], run_ends, start)
             np.subtract(n, left, out=left)
             np.minimum(left, right, out=left)
             left += 1
-            packed &= _LOW
-            packed += rows[:, None]
-            flat_out[packed] = left
+            flat_out[halves[:, lo::2] + rows.astype(np.int32)[:, None]] = left
         return out
 
 
