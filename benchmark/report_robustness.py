@@ -206,6 +206,7 @@ class ProbeData:
     model: torch.nn.Module
     device: torch.device
     num_classes: int
+    transform: data_mod.InputTransform
 
 
 def _stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -253,15 +254,18 @@ def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings
                      mixed_x=mixed_x, mixed_y=mixed_y, n_id=len(id_reps),
                      ood_name=ood_key.removeprefix("ood/"), nan=nan_reps, constant=const_reps,
                      fit_labels=fit.labels, model=prep.backbone.model, device=prep.device,
-                     num_classes=fit_all.num_classes)
+                     num_classes=fit_all.num_classes, transform=prep.transform)
 
 
 # --------------------------------------------------------------------------- probes
 
 
 def _network(d: ProbeData, batch_size: int) -> Network:
+    """The network the runner would hand a detector (extra fields only where they exist)."""
+    extra = {"input_mean": tuple(d.transform.mean), "input_std": tuple(d.transform.std)}
+    fields = inspect.signature(Network).parameters
     return Network(copy.deepcopy(d.model).eval(), d.device, num_classes=d.num_classes,
-                   batch_size=batch_size)
+                   batch_size=batch_size, **{k: v for k, v in extra.items() if k in fields})
 
 
 def _fit(spec: dict[str, Any], fit: Representations, d: ProbeData, batch_size: int
