@@ -47,6 +47,12 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def display_path(path: Path | str) -> str:
+    """The path with the home directory as ``~`` (manifests get committed under results/)."""
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home):] if text.startswith(home + "/") else text
+
+
 def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path) -> dict:
     manifest = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -57,7 +63,7 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
         "skipped_ood_sets": prep.skipped,
         "backbone": {
             "name": cfg.backbone.name,
-            "checkpoint": str(prep.backbone.checkpoint),
+            "checkpoint": display_path(prep.backbone.checkpoint),
             "sha256": prep.backbone.sha256,
             "trained_this_run": prep.backbone.trained_now,
             "train_seconds": prep.backbone.train_seconds,

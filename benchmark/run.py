@@ -284,6 +284,16 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
         rows.extend(run_detector(det_id, spec, prep, cfg, scores_dir))
     prep.timings["detectors_seconds"] = time.perf_counter() - t_det
+    analysis = cfg.get("analysis") or {}
+    if analysis.get("inhouse", True) and any(s.library == "inhouse" for s in specs.values()):
+        from benchmark.analysis_inhouse import write_analyses
+
+        t_an = time.perf_counter()
+        net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
+                      num_classes=prep.reps["fit"].num_classes, batch_size=cfg.data.batch_size)
+        write_analyses(OmegaConf.to_container(specs, resolve=True), prep.reps, net, out_dir,
+                       analysis.get("resplits", 20), cfg.seed)
+        prep.timings["analysis_seconds"] = time.perf_counter() - t_an
     prep.timings["total_seconds"] = time.perf_counter() - t_start
     frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
                                 skipped=prep.skipped)

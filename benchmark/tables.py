@@ -60,3 +60,18 @@ def write_metric_tables(rows: list[dict[str, Any]], out_dir: Path, title: str,
     frame.to_csv(out_dir / "metrics.csv", index=False)
     (out_dir / "metrics.md").write_text(markdown(frame, title, skipped))
     return frame
+
+
+def frame_to_markdown(frame: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
+    """A plain Markdown table (no extra dependency), floats rounded to ``digits``."""
+    f = frame.reset_index() if index else frame
+    cols = [str(c) for c in f.columns]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in f.itertuples(index=False)]
+    return "\n".join(rows)

@@ -20,7 +20,8 @@ SMALL = [
 ]
 
 
-def ood_bench(args: list[str], cache: Path, root: Path | None = None) -> subprocess.CompletedProcess:
+def ood_bench(args: list[str], cache: Path, root: Path | None = None
+              ) -> subprocess.CompletedProcess:
     env = {**os.environ, "OOD_BENCH_CACHE": str(cache)}
     if root is not None:
         env["OOD_BENCH_DATA_ROOT"] = str(root)
@@ -54,6 +55,20 @@ def test_default_run_writes_contract_tables(first_run) -> None:
     assert float(msp.auroc.iloc[0]) > 0.9
     assert "higher = more OOD" in (out / "metrics.md").read_text()
     assert "tables:" in proc.stdout and "metrics.md" in proc.stdout
+    assert set(frame.library) >= {"pytorch_ood", "inhouse"}
+
+
+def test_inhouse_analyses_are_written_next_to_the_tables(first_run) -> None:
+    _, out, _, _ = first_run
+    text = (out / "analysis_inhouse.md").read_text()
+    assert "Clopper-Pearson" in text or "CP 95 %" in text
+    calib = pd.read_csv(out / "inhouse" / "inhouse_stat_mean" / "calibration.csv")
+    assert calib.split.str.startswith("resplit").sum() >= 20 * 8  # >= 20 resplits x alphas
+    run = calib[calib.method == "conformal (run split)"]
+    assert ((run.cp_low <= run.fpr) & (run.fpr <= run.cp_high)).all()
+    layers = pd.read_csv(out / "inhouse" / "inhouse_stat_mean" / "layers_auroc.csv")
+    assert {"conv1/mean", "conv2/mean", "fc1/mean"} <= set(layers.columns)
+    assert (out / "inhouse" / "inhouse_stat_mean" / "calibration.png").stat().st_size > 10_000
 
 
 def test_manifest_records_what_reproduces_the_run(first_run) -> None:

@@ -1,0 +1,246 @@
+"""Analyses written next to the metric tables when a run includes an in-house detector.
+
+- calibration: empirical ID false-alarm rate vs alpha (0.001 ... 0.2) with Clopper-Pearson 95 %
+  bands, on the run's own calibration/test split and over random resplits of calibration + ID
+  test (exchangeable by construction), beside the invalid chi-square reading of Fisher's T;
+- per layer: AUROC of each (layer, reduction) test's -log p alone per OOD set, and the mean
+  share of the statistic on ID vs each OOD set;
+- TPR (OOD flagged) at alpha = 0.01, 0.05, 0.1 per OOD set.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from adapters.registry import build_detector  # noqa: E402
+from benchmark.inhouse import NeuralFP, StatisticalDetector  # noqa: E402
+from benchmark.inhouse.conformal import ConformalCalibrator  # noqa: E402
+from benchmark.inhouse.diagnostics import DEFAULT_ALPHAS, clopper_pearson  # noqa: E402
+from benchmark.metrics import compute_metrics  # noqa: E402
+from benchmark.representations import Network, Representations  # noqa: E402
+from benchmark.tables import frame_to_markdown  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+ALPHAS = DEFAULT_ALPHAS
+DECISION_ALPHAS = (0.01, 0.05, 0.1)
+
+
+def _concat(a: Representations, b: Representations) -> Representations:
+    stats = {layer: {red: np.concatenate([a.layer_stats[layer][red], b.layer_stats[layer][red]])
+                     for red in reds} for layer, reds in a.layer_stats.items()}
+    return Representations(np.concatenate([a.logits, b.logits]),
+                           np.concatenate([a.features, b.features]),
+                           np.concatenate([a.labels, b.labels]), stats, name="calibration+test")
+
+
+def _extra(r: Representations) -> dict[str, np.ndarray]:
+    return {"features": r.features, "logits": r.logits}
+
+
+def _fpr_rows(pvalues: np.ndarray, method: str, split: str) -> list[dict[str, Any]]:
+    n = len(pvalues)
+    rows = []
+    for a in ALPHAS:
+        k = int((pvalues <= a).sum())
+        lo, hi = clopper_pearson(k, n)
+        rows.append({"method": method, "split": split, "alpha": a, "fpr": k / n, "n": n,
+                     "cp_low": float(lo), "cp_high": float(hi),
+                     "alpha_in_band": bool(lo <= a <= hi), "valid": bool(k / n <= hi and a >= lo)})
+    return rows
+
+
+def _resplit_pvalues(inner: Any, pooled: Representations, n_cal: int, rng: np.random.Generator,
+                     stat_all: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """p-values of a random test part after calibrating on a random part of ``pooled``."""
+    perm = rng.permutation(len(pooled))
+    cal, test = np.sort(perm[:n_cal]), np.sort(perm[n_cal:])
+    preds = pooled.predictions
+    if isinstance(inner, StatisticalDetector) and stat_all is not None:
+        calib = ConformalCalibrator(inner.calibrate_per_class, inner.min_class_calibration)
+        calib.fit(stat_all[cal], preds[cal])
+        return calib.pvalues(stat_all[test], preds[test]), test
+    det = copy.deepcopy(inner)
+    det.calibrate(pooled.subset(cal).layer_stats)
+    return det.pvalues(pooled.subset(test).layer_stats), test
+
+
+def calibration_analysis(adapter: Any, reps: dict[str, Representations], n_resplits: int,
+                         seed: int) -> pd.DataFrame:
+    inner = adapter.detector
+    id_test = reps["id_test"]
+    rows = _fpr_rows(adapter.pvalues(id_test), "conformal (run split)", "id_test")
+    if isinstance(inner, StatisticalDetector):
+        naive = inner.naive_pvalues(id_test.layer_stats, id_test.predictions, _extra(id_test))
+        rows += _fpr_rows(naive, f"naive {inner.across} tail (invalid)", "id_test")
+    pooled = _concat(reps["calibration"], id_test)
+    stat_all = (inner.statistic(pooled.layer_stats, pooled.predictions, _extra(pooled))
+                if isinstance(inner, StatisticalDetector) else None)
+    rng = np.random.default_rng(seed)
+    for r in tqdm(range(n_resplits), desc="calibration resplits", leave=False):
+        p, _ = _resplit_pvalues(inner, pooled, len(reps["calibration"]), rng, stat_all)
+        for row in _fpr_rows(p, "conformal (resplit)", f"resplit {r}"):
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def layer_analysis(adapter: Any, reps: dict[str, Representations]) -> tuple[pd.DataFrame,
+                                                                           pd.DataFrame]:
+    inner = adapter.detector
+    oods = {k.removeprefix("ood/"): r for k, r in reps.items() if k.startswith("ood/")}
+    id_test = reps["id_test"]
+
+    def logp(r: Representations) -> np.ndarray:
+        return inner.test_log_pvalues(r.layer_stats, r.predictions, _extra(r))
+
+    id_logp = logp(id_test)
+    auroc_rows, share_rows = [], []
+    id_expl = adapter.explain(id_test)
+    share_rows.append({"set": "ID (test)", **{t: float(id_expl.shares[:, j].mean())
+                                              for j, t in enumerate(id_expl.tests)}})
+    for name, r in oods.items():
+        ood_logp = logp(r)
+        row = {"ood_dataset": name}
+        for j, test in enumerate(inner.test_names):
+            row[test] = compute_metrics(-id_logp[:, j], -ood_logp[:, j])["auroc"]
+        auroc_rows.append(row)
+        expl = adapter.explain(r)
+        share_rows.append({"set": name, **{t: float(expl.shares[:, j].mean())
+                                           for j, t in enumerate(expl.tests)}})
+    return pd.DataFrame(auroc_rows), pd.DataFrame(share_rows)
+
+
+def tpr_at_alpha(adapter: Any, reps: dict[str, Representations]) -> pd.DataFrame:
+    rows = []
+    id_p = adapter.pvalues(reps["id_test"])
+    for key, r in reps.items():
+        if not key.startswith("ood/"):
+            continue
+        p = adapter.pvalues(r)
+        for a in DECISION_ALPHAS:
+            rows.append({"ood_dataset": key.removeprefix("ood/"), "alpha": a,
+                         "tpr": float((p <= a).mean()), "id_fpr": float((id_p <= a).mean())})
+    return pd.DataFrame(rows)
+
+
+def _plot_calibration(frame: pd.DataFrame, title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    a = np.array(ALPHAS)
+    resplit = frame[frame.method == "conformal (resplit)"]
+    for _, grp in resplit.groupby("split"):
+        ax.plot(grp.alpha, grp.fpr, color="tab:blue", alpha=0.15, lw=0.8)
+    mean = resplit.groupby("alpha").fpr.mean()
+    ax.plot(mean.index, mean.values, color="tab:blue", lw=2,
+            label=f"conformal, mean of {resplit.split.nunique()} resplits")
+    run = frame[frame.method == "conformal (run split)"]
+    ax.errorbar(run.alpha, run.fpr, yerr=[run.fpr - run.cp_low, run.cp_high - run.fpr],
+                fmt="o", color="tab:green", ms=4, capsize=2,
+                label="conformal, run split (Clopper-Pearson 95 %)")
+    naive = frame[frame.method.str.startswith("naive")]
+    if len(naive):
+        ax.plot(naive.alpha, naive.fpr, "s--", color="tab:red", ms=4,
+                label=naive.method.iloc[0])
+    ax.plot(a, a, "k:", lw=1, label="y = alpha")
+    ax.set(xscale="log", yscale="log", xlabel="alpha", ylabel="empirical ID false-alarm rate",
+           title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_layers(auroc: pd.DataFrame, shares: pd.DataFrame, title: str, path: Path) -> None:
+    tests = [c for c in auroc.columns if c != "ood_dataset"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(tests))
+    width = 0.8 / max(1, len(auroc))
+    for i, (_, row) in enumerate(auroc.iterrows()):
+        axes[0].bar(x + i * width, [row[t] for t in tests], width, label=row.ood_dataset)
+    axes[0].set(xticks=x + width * (len(auroc) - 1) / 2, ylabel="AUROC of -log p (test alone)",
+                ylim=(0.5, 1.0), title="per-layer AUROC")
+    axes[0].set_xticklabels(tests, rotation=60, ha="right", fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower right")
+    width = 0.8 / max(1, len(shares))
+    for i, (_, row) in enumerate(shares.iterrows()):
+        axes[1].bar(x + i * width, [row[t] for t in tests], width, label=row["set"])
+    axes[1].set(xticks=x + width * (len(shares) - 1) / 2, ylabel="mean share of the statistic",
+                title="where the evidence comes from")
+    axes[1].set_xticklabels(tests, rotation=60, ha="right", fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
+            network: Network, out_dir: Path, n_resplits: int = 20, seed: int = 0) -> str:
+    """Run every analysis for one in-house detector; returns a Markdown section."""
+    folder = out_dir / "inhouse" / det_id
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter = build_detector(spec["library"], spec["name"], spec.get("params") or {})
+    adapter.fit(reps["fit"], network, calibration=reps["calibration"])
+    calib = calibration_analysis(adapter, reps, n_resplits, seed)
+    calib.to_csv(folder / "calibration.csv", index=False)
+    _plot_calibration(calib, det_id, folder / "calibration.png")
+    tpr = tpr_at_alpha(adapter, reps)
+    tpr.to_csv(folder / "tpr_at_alpha.csv", index=False)
+    lines = [f"## {det_id}", "", f"![calibration](inhouse/{det_id}/calibration.png)", "",
+             "Empirical ID false-alarm rate at the decision levels (run split: calibration on "
+             "held-out training images, test on the ID test set; resplits: calibration and ID "
+             "test pooled and split at random):", "",
+             "| alpha | run split FPR [CP 95 %] | alpha in band | resplits mean (min-max) | "
+             "naive chi-square FPR |", "|---|---|---|---|---|"]
+    run = calib[calib.method == "conformal (run split)"].set_index("alpha")
+    res = calib[calib.method == "conformal (resplit)"].groupby("alpha").fpr
+    naive = calib[calib.method.str.startswith("naive")].set_index("alpha")
+    for a in DECISION_ALPHAS:
+        r = run.loc[a]
+        nv = f"{naive.loc[a].fpr:.4f}" if a in naive.index else "n/a"
+        lines.append(f"| {a} | {r.fpr:.4f} [{r.cp_low:.4f}, {r.cp_high:.4f}] | "
+                     f"{'yes' if r.alpha_in_band else 'NO'} | {res.mean()[a]:.4f} "
+                     f"({res.min()[a]:.4f}-{res.max()[a]:.4f}) | {nv} |")
+    lines += ["", "TPR (OOD flagged) at alpha:", "",
+              frame_to_markdown(tpr.pivot_table(index="ood_dataset", columns="alpha",
+                                                values="tpr")), ""]
+    if isinstance(adapter.detector, StatisticalDetector):
+        auroc, shares = layer_analysis(adapter, reps)
+        auroc.to_csv(folder / "layers_auroc.csv", index=False)
+        shares.to_csv(folder / "layers_share.csv", index=False)
+        _plot_layers(auroc, shares, det_id, folder / "layers.png")
+        lines += ["Per-layer AUROC of each test's -log p alone:", "",
+                  frame_to_markdown(auroc.set_index("ood_dataset")), "",
+                  f"![layers](inhouse/{det_id}/layers.png)", ""]
+    elif isinstance(adapter.detector, NeuralFP):
+        lines += ["(NeuralFP: per-layer bands; no per-test AUROC breakdown.)", ""]
+    return "\n".join(lines)
+
+
+def write_analyses(specs: dict[str, dict[str, Any]], reps: dict[str, Representations],
+                   network: Network, out_dir: Path, n_resplits: int = 20, seed: int = 0) -> None:
+    """``analysis_inhouse.md`` for every in-house detector of the run (failures noted)."""
+    sections = []
+    for det_id, spec in specs.items():
+        if spec["library"] != "inhouse":
+            continue
+        try:
+            sections.append(analyse(det_id, spec, reps, network, out_dir, n_resplits, seed))
+        except Exception as exc:  # an analysis failure must not cost the run its tables
+            log.warning("in-house analysis of %s failed: %s", det_id, exc)
+            sections.append(f"## {det_id}\n\nanalysis failed: {type(exc).__name__}: {exc}\n")
+    if sections:
+        head = ("# In-house detectors: calibration, per-layer evidence, decisions\n\n"
+                "p-values are conformal: flag OOD iff p <= alpha; on ID data exchangeable with the "
+                "calibration split the false-alarm rate is at most alpha (marginally).\n\n")
+        (out_dir / "analysis_inhouse.md").write_text(head + "\n".join(sections))
