@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -227,15 +229,41 @@ def analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
     return "\n".join(lines)
 
 
+def _cached_analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
+                    network: Network, out_dir: Path, n_resplits: int, seed: int,
+                    cache_key: str | None, cache_dir: Path | None) -> str:
+    """``analyse``, reusing the files of an identical earlier analysis when there is one."""
+    folder = out_dir / "inhouse" / det_id
+    cached = None if cache_key is None or cache_dir is None else (
+        cache_dir / "analysis" / f"{cache_key}-r{n_resplits}-s{seed}")
+    if cached is not None and (cached / "section.md").exists():
+        shutil.copytree(cached, folder, dirs_exist_ok=True)
+        return (cached / "section.md").read_text()
+    section = analyse(det_id, spec, reps, network, out_dir, n_resplits, seed)
+    if cached is not None:
+        (folder / "section.md").write_text(section)
+        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        os.replace(tmp, cached) if not cached.exists() else shutil.rmtree(tmp)
+    return section
+
+
 def write_analyses(specs: dict[str, dict[str, Any]], reps: dict[str, Representations],
-                   network: Network, out_dir: Path, n_resplits: int = 20, seed: int = 0) -> None:
-    """``analysis_inhouse.md`` for every in-house detector of the run (failures noted)."""
+                   network: Network, out_dir: Path, n_resplits: int = 20, seed: int = 0,
+                   cache_keys: dict[str, str] | None = None,
+                   cache_dir: Path | None = None) -> None:
+    """``analysis_inhouse.md`` for every in-house detector of the run (failures noted).
+
+    With ``cache_keys`` (detector id -> content key of its scores) and ``cache_dir``, an
+    identical analysis of an earlier run is reused instead of recomputed.
+    """
     sections = []
     for det_id, spec in specs.items():
         if spec["library"] != "inhouse":
             continue
         try:
-            sections.append(analyse(det_id, spec, reps, network, out_dir, n_resplits, seed))
+            sections.append(_cached_analyse(det_id, spec, reps, network, out_dir, n_resplits,
+                                            seed, (cache_keys or {}).get(det_id), cache_dir))
         except Exception as exc:  # an analysis failure must not cost the run its tables
             log.warning("in-house analysis of %s failed: %s", det_id, exc)
             sections.append(f"## {det_id}\n\nanalysis failed: {type(exc).__name__}: {exc}\n")

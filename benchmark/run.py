@@ -291,8 +291,12 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
         t_an = time.perf_counter()
         net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
                       num_classes=prep.reps["fit"].num_classes, batch_size=cfg.data.batch_size)
-        write_analyses(OmegaConf.to_container(specs, resolve=True), prep.reps, net, out_dir,
-                       analysis.get("resplits", 20), cfg.seed)
+        spec_dicts = OmegaConf.to_container(specs, resolve=True)
+        rep_keys = {name: reps.key for name, reps in prep.reps.items()}
+        keys = {d: score_cache.score_key(s, rep_keys, prep.device.type)
+                for d, s in spec_dicts.items()}
+        write_analyses(spec_dicts, prep.reps, net, out_dir, analysis.get("resplits", 20),
+                       cfg.seed, keys, cache_root(cfg) if cfg.get("cache_scores", True) else None)
         prep.timings["analysis_seconds"] = time.perf_counter() - t_an
     prep.timings["total_seconds"] = time.perf_counter() - t_start
     frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
