@@ -53,6 +53,15 @@ def display_path(path: Path | str) -> str:
     return "~" + text[len(home):] if text.startswith(home + "/") else text
 
 
+def _tidy(obj):
+    """Every string that is a path under the home directory, written with ``~``."""
+    if isinstance(obj, dict):
+        return {k: _tidy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_tidy(v) for v in obj]
+    return display_path(obj) if isinstance(obj, str) else obj
+
+
 def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path) -> dict:
     manifest = {
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -76,5 +85,6 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
         "versions": versions(),
         "git_commit": git_commit(),
     }
+    manifest = _tidy(manifest)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return manifest

@@ -15,7 +15,9 @@ keep() {  # copy the human-facing outputs of one run (no scores, no .hydra, no l
 }
 
 if [[ $what == default || $what == all ]]; then
-  empty=$(mktemp -d)  # an empty cache: the first run trains and extracts everything
+  mkdir -p "$HOME/.cache"  # an empty cache: the first run trains and extracts everything
+  empty=$(mktemp -d "$HOME/.cache/ood-bench-fresh.XXXX")
+  rm -f outputs/mnist_default_timing.txt
   for n in 1 2; do
     start=$(date +%s.%N)
     OOD_BENCH_CACHE=$empty ood-bench hydra.run.dir="outputs/mnist_default_run$n"
