@@ -139,15 +139,55 @@ def performance_rows(coll: Collection, tables: dict[str, Any]) -> list[dict[str,
 
 def speed_rows(coll: Collection, timing: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
-    for title, col in (("median fit seconds", "fit_seconds"),
-                       ("median scoring seconds per 1,000 samples", "score_s_per_1000"),
-                       ("median peak memory MiB", "peak_memory_mb")):
+    for title, col in (("median fit seconds, all its detectors", "fit_seconds"),
+                       ("median scoring s / 1,000 samples, all its detectors",
+                        "score_s_per_1000"),
+                       ("median peak memory MiB, all its detectors", "peak_memory_mb")):
         rec: dict[str, Any] = {"criterion": "speed", "measure": title, "higher": False}
         for lib in _libraries(coll):
             sub = timing[timing["library"] == lib][col].dropna()
             rec[lib] = float(sub.median()) if len(sub) else None
         rows.append(rec)
     return rows
+
+
+def same_method_speed_rows(coll: Collection, tables: dict[str, Any], timing: pd.DataFrame
+                           ) -> list[dict[str, Any]]:
+    """Median fit / scoring time over the methods both pytorch-ood and OpenOOD ran here."""
+    pairs = _same_method_labels(tables)
+    if not pairs:
+        return []
+    tim = timing.set_index("label")
+    rows = []
+    for title, col in (("median fit seconds, same methods", "fit_seconds"),
+                       ("median scoring s / 1,000, same methods", "score_s_per_1000")):
+        rec: dict[str, Any] = {"criterion": "speed",
+                               "measure": f"{title} ({len(pairs)} in both)", "higher": False}
+        for lib in _libraries(coll):
+            if lib in SAME_METHOD_LIBS:
+                i = SAME_METHOD_LIBS.index(lib)
+                vals = [tim.loc[p[i], col] for p in pairs.values() if p[i] in tim.index]
+                rec[lib] = float(pd.Series(vals).median()) if vals else None
+            else:
+                rec[lib] = None
+        rows.append(rec)
+    return rows
+
+
+def _same_method_labels(tables: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``{method: (pytorch_ood label, openood label)}`` for methods both libraries ran ok."""
+    if not tables["auroc"]:
+        return {}
+    t = pd.concat(tables["auroc"].values())
+    out = {}
+    for canon, names in SAME_METHOD.items():
+        labels = []
+        for lib, name in zip(SAME_METHOD_LIBS, names, strict=True):
+            sub = t[(t["library"] == lib) & (t["method"] == name)]["all"].dropna()
+            labels.append(str(sub.index[0]) if len(sub) else None)
+        if all(labels):
+            out[canon] = (labels[0], labels[1])
+    return out
 
 
 def ease_rows(coll: Collection, ease: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -314,6 +354,7 @@ def build_report(roots: list[Path], out: Path, *, ease: bool = False, robustness
                                         pythons)
     libs = _libraries(coll)
     rows = (performance_rows(coll, tables) + speed_rows(coll, timing)
+            + same_method_speed_rows(coll, tables, timing)
             + ease_rows(coll, ease_frame) + robustness_rows(coll, robust_frame))
     text = _report_text(coll, out, tables, timing, plots, ease_frame, robust_frame, libs, rows,
                         commands or [], report_command)

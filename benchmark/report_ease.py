@@ -8,12 +8,15 @@ measured (library not installed in any interpreter given) is reported as such, n
   find-links disabled). How the installed copy got there: its ``direct_url.json`` (PEP 610):
   absent = installed from an index; otherwise the source directory / VCS URL it came from.
 * **Extra steps**: the registry's install hint, and the install guide ``docs/<library>-install.md``
-  if the project has one (number of shell commands in its code blocks).
+  if the project has one (its pip / conda / apt / git-clone lines, alternatives included).
 * **Dependencies**: *declared* = the distribution's ``Requires-Dist`` (extras left out, markers
-  evaluated). *Needed* = the distributions owning the modules that importing the library modules
-  the adapter imports (found by parsing the adapter) pulls into a bare interpreter
-  (``sys.modules`` before/after). *Undeclared* = needed but neither declared nor required by a
-  declared one (transitively); *unused* = declared, yet not imported by those imports;
+  evaluated). *Imported* = the distributions owning the modules that importing the library
+  modules the adapter imports (found by parsing the adapter) pulls into a bare interpreter
+  (``sys.modules`` before/after). *Needed* = those the library's own source imports, the
+  declared ones, and what they require (transitively); the rest were imported only because they
+  happen to be installed (*opportunistic*, e.g. Cython). *Undeclared* = imported by the
+  library's own source, but neither declared nor required by a declared one; *pulled in by
+  those* = needed only through an undeclared one; *unused* = declared, yet not imported;
   *broken* = declared but not installed, or installed at a version the declaration excludes.
 * **Footprint**: the library's own installed files, and with every dependency it declares or
   needs that the torch + torchvision base does not already bring (sizes from the installed
@@ -286,6 +289,23 @@ for t in tops:
             needed.setdefault(norm(d), []).append(t)
     elif not t.startswith("_"):
         unmapped.append(t)
+import ast
+direct = set()
+if out["import_ok"]:
+    for root, _, files in os.walk(out["package_dir"]):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            try:
+                tree = ast.parse(open(os.path.join(root, f), encoding="utf-8",
+                                      errors="replace").read())
+            except (SyntaxError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    direct.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    direct.add(node.module.split(".")[0])
 me = norm(args["dist"]) if args.get("dist") else None
 host = None
 if me is None and out["import_ok"]:
@@ -293,7 +313,8 @@ if me is None and out["import_ok"]:
     host = host[0] if host else None
 for skip in (me, host):
     needed.pop(skip, None)
-out["needed"] = needed
+direct_dists = {d for d, mods in needed.items() if set(mods) & direct}
+out["direct"] = sorted(direct_dists)
 out["unmapped_modules"] = unmapped
 if me is not None and me in dists:
     d = dists[me]
@@ -313,13 +334,20 @@ if me is not None and me in dists:
     out["declared"] = sorted(set(declared))
     out["broken"] = broken
     declared_closure = closure(declared)
-    out["undeclared"] = sorted(n for n in needed if n not in declared_closure)
+else:
+    declared, declared_closure = [], set()
+    out["dist_missing"] = me is not None
+reach = closure(direct_dists | set(declared))
+out["opportunistic"] = sorted(n for n in needed if n not in reach)
+needed = {n: m for n, m in needed.items() if n in reach}
+out["needed"] = needed
+if me is not None and me in dists:
+    out["undeclared"] = sorted(n for n in direct_dists if n not in declared_closure)
+    out["undeclared_indirect"] = sorted(n for n in needed if n not in declared_closure
+                                        and n not in direct_dists)
     out["unused"] = sorted(n for n in set(declared) if n not in needed)
     own = size(me)
     out["own_bytes"] = own or out.get("own_bytes", 0)
-else:
-    declared_closure = set()
-    out["dist_missing"] = me is not None
 base = closure([n for n in args["base"] if n in dists])
 extra = (declared_closure | closure(needed)) - base - {me, host}
 out["extra_dists"] = sorted(n for n in extra if n in dists)
@@ -380,16 +408,22 @@ def install_doc(library: str) -> Path | None:
     return None
 
 
+INSTALL_COMMAND = re.compile(r"^(sudo\s+)?(\S+/)?(pip3?|python3?\s+-m\s+pip|conda|mamba|"
+                             r"apt(-get)?|git\s+clone|uv\s+pip)\b")
+
+
 def doc_commands(path: Path) -> int:
-    """Shell commands inside the fenced code blocks of an install guide."""
-    n, inside = 0, False
+    """Install commands (pip / conda / apt / git clone lines) in an install guide's code blocks;
+    a line continued with a backslash counts once."""
+    n, inside, continued = 0, False, False
     for line in path.read_text().splitlines():
         if line.lstrip().startswith("```"):
-            inside = not inside
+            inside, continued = not inside, False
             continue
         s = line.strip()
-        if inside and s and not s.startswith("#") and not s.endswith("\\\\"):
+        if inside and not continued and INSTALL_COMMAND.match(s):
             n += 1
+        continued = inside and s.endswith("\\")
     return n
 
 
@@ -548,6 +582,8 @@ def measure_library(library: str, pythons: dict[str, str], repeats: int = 3,
         vals = full.get(key)
         rec[key] = "; ".join(vals) if vals else ""
         rec[f"n_{key}"] = len(vals) if vals is not None else None
+    rec["undeclared_indirect"] = "; ".join(full.get("undeclared_indirect") or [])
+    rec["opportunistic"] = ", ".join(full.get("opportunistic") or [])
     rec["own_mb"] = full.get("own_bytes", 0) / 2**20 if installed else None
     rec["with_deps_over_torch_mb"] = (
         (full.get("own_bytes", 0) + full.get("extra_bytes", 0)) / 2**20 if installed else None)
@@ -646,7 +682,8 @@ COLUMNS_MD = [
     ("extra install steps", "extra_steps"), ("version", "version"),
     ("declared deps", "n_declared"), ("needed deps (by the adapter's imports)", "n_needed"),
     ("… of them beyond torch+torchvision", "needed_beyond_torch"),
-    ("undeclared but needed", "undeclared"), ("declared, not needed", "unused"),
+    ("imported by its code, undeclared", "undeclared"),
+    ("… and pulled in by those", "undeclared_indirect"), ("declared, not needed", "unused"),
     ("declared but broken here", "broken"), ("own size MB", "own_mb"),
     ("size with deps beyond torch MB", "with_deps_over_torch_mb"),
     ("import s (after torch, torchvision, numpy)", "import_seconds"),
@@ -673,7 +710,8 @@ def _cell(key: str, rec: dict[str, Any]) -> str:
     if key == "extra_steps":
         parts = [rec.get("install_hint") or ""]
         if rec.get("install_doc"):
-            parts.append(f"guide `{rec['install_doc']}`: {rec['install_doc_commands']} commands")
+            parts.append(f"guide `{rec['install_doc']}`: "
+                         f"{int(rec['install_doc_commands'])} install commands")
         return "; ".join(p for p in parts if p) or "none"
     if key == "sweep_cpu_text":
         run, ok = rec.get("sweep_cpu_run"), rec.get("sweep_cpu_ok")
@@ -724,9 +762,9 @@ def write_ease(out: Path, pythons: dict[str, str] | None = None, repeats: int = 
     ]
     for r in records:
         text += [f"### {r['library']}", ""]
-        for key in ("imports_measured", "needed", "needed_beyond_torch", "undeclared", "unused",
-                    "broken", "declared", "extra_dists", "adapter_files", "package_dir",
-                    "not_measured"):
+        for key in ("imports_measured", "needed", "needed_beyond_torch", "undeclared",
+                    "undeclared_indirect", "opportunistic", "unused", "broken", "declared",
+                    "extra_dists", "adapter_files", "package_dir", "not_measured"):
             if r.get(key):
                 text.append(f"- {key.replace('_', ' ')}: {r[key]}")
         text.append("")

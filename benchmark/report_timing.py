@@ -140,10 +140,10 @@ def sweep_line(coll: Collection) -> str:
     load = sorted(_num(m["timings"].get("extraction_seconds")) for m in loaded)
     parts = [f"Sweep: {len(runs)} runs, {total:.1f} s of run wall time in all."]
     if fresh:
-        parts.append(f"Features were extracted in {len(fresh)} run(s) ({sum(ext):.1f} s, "
-                     f"{sum(ext) / total:.1%} of the sweep)")
+        parts.append(f"The shared features were extracted in {len(fresh)} run(s) "
+                     f"({sum(ext):.1f} s, {sum(ext) / total:.1%} of the sweep's wall time).")
     if load:
-        parts.append(f"and loaded from the cache in {len(load)} (median "
+        parts.append(f"{len(load)} run(s) loaded them from the cache (median "
                      f"{load[len(load) // 2]:.2f} s each).")
     return " ".join(parts)
 
