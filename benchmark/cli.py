@@ -9,12 +9,15 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("pair", "backbone", "detector", "data")
 
 log = logging.getLogger("ood-bench")
+
+# sweep folder names come from the overrides; nested options (pytorch_ood/msp) must not nest them
+OmegaConf.register_new_resolver("path_safe", lambda s: str(s).replace("/", "-"), replace=True)
 
 
 def group_options(group: str) -> list[str]:

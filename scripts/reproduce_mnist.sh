@@ -32,5 +32,7 @@ if [[ $what == pytorch_ood || $what == all ]]; then
   ood-bench -m 'detector=pytorch_ood/*' hydra.sweep.dir=multirun/mnist_pytorch_ood
 fi
 if [[ $what == openood || $what == all ]]; then
-  ood-bench -m 'detector=openood/*' hydra.sweep.dir=multirun/mnist_openood
+  # capped sizes: some OpenOOD postprocessors (CFOOD's self-kNN, KLM) loop in Python per sample
+  ood-bench -m 'detector=openood/*' hydra.sweep.dir=multirun/mnist_openood \
+    data.fit_size=5000 data.max_id_test=2000 data.max_ood=2000
 fi
