@@ -195,7 +195,8 @@ def ease_rows(coll: Collection, ease: pd.DataFrame | None) -> list[dict[str, Any
         return []
     by = {r["library"]: r for r in ease.to_dict("records")}
     specs = [("ease of use", "installable from PyPI", "on_pypi", True),
-             ("ease of use", "needed but undeclared dependencies", "n_undeclared", False),
+             ("ease of use", "dependencies its code imports but does not declare", "n_undeclared",
+              False),
              ("ease of use", "declared dependencies broken in the working install",
               "n_broken", False),
              ("ease of use", "size with deps beyond torch, MB", "with_deps_over_torch_mb", False),

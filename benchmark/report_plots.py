@@ -62,31 +62,42 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def roc_plot(scores: dict[str, dict[str, np.ndarray]], aurocs: pd.DataFrame, ood: str,
              group: str, libs: dict[str, str], colours: dict[str, str], title: str,
-             path: Path) -> Path | None:
-    fig, ax = _figure(7.5, 6)
-    style_of: dict[str, int] = {}
-    drawn = 0
-    order = [lbl for lbl in aurocs.index if lbl in scores]
-    for label in order:
+             path: Path, zoom_fpr: float = 0.2) -> Path | None:
+    """Full ROC (left) and its low-FPR corner (right); one colour per detector, one line
+    style per library."""
+    fig = Figure(figsize=(12, 5.6))
+    FigureCanvasAgg(fig)
+    ax, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
+    lib_style = {lib: LINESTYLES[i % len(LINESTYLES)] for i, lib in enumerate(colours)}
+    cmap = matplotlib.colormaps["tab20"]
+    curves = []
+    for label in (lbl for lbl in aurocs.index if lbl in scores):
         s = scores[label]
         if ood not in s or "id_test" not in s or pd.isna(aurocs.loc[label, ood]):
             continue
         try:
-            fpr, tpr = roc_points(s["id_test"], s[ood])
+            curves.append((label, *roc_points(s["id_test"], s[ood])))
         except ValueError:
             continue
-        lib = libs[label]
-        k = style_of[lib] = style_of.get(lib, -1) + 1
-        ax.plot(fpr, tpr, color=colours[lib], linestyle=LINESTYLES[k % len(LINESTYLES)],
-                alpha=0.85, lw=1.4, label=f"{label} ({aurocs.loc[label, ood]:.3f})")
-        drawn += 1
-    if not drawn:
+    if not curves:
         return None
+    low = 1.0
+    for i, (label, fpr, tpr) in enumerate(curves):
+        kw = {"color": cmap(i % 20), "linestyle": lib_style[libs[label]], "lw": 1.4,
+              "alpha": 0.9}
+        ax.plot(fpr, tpr, label=f"{label} ({aurocs.loc[label, ood]:.3f})", **kw)
+        zoom.plot(fpr, tpr, **kw)
+        low = min(low, float(np.interp(zoom_fpr, fpr, tpr)))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)", xlim=(0, 1),
-           ylim=(0, 1.01), title=f"ROC, {title} vs {ood} ({group}); OOD positive")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
-              title="detector (AUROC)", title_fontsize=8)
+           ylim=(0, 1.01), title=f"ROC, {title} vs {ood} ({group})")
+    zoom.set(xlabel="FPR", xlim=(0, zoom_fpr), ylim=(max(0.0, low - 0.05), 1.005),
+             title=f"low-FPR corner (FPR <= {zoom_fpr:g})")
+    zoom.axvline(0.05, color="grey", lw=0.6, ls=":")
+    styles = ", ".join(f"{lib}: '{st}'" for lib, st in lib_style.items())
+    zoom.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="center left",
+                bbox_to_anchor=(1.02, 0.5), title=f"detector (AUROC); line {styles}",
+                title_fontsize=7)
     return _save(fig, path)
 
 
