@@ -258,7 +258,7 @@ def _text(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+        return "0" if v == 0 else f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
     return str(v)
 
 
