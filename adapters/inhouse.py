@@ -27,6 +27,7 @@ from benchmark.inhouse import Explanation, NeuralFP, StatisticalDetector, make_e
 from benchmark.representations import Network, Representations
 
 ADAPTER_PARAMS = {"calibration_fraction"}
+WORKAROUNDS: dict[str, list[str]] = {}  # numpy/torch only: nothing device-specific
 STATISTICAL_PARAMS = {
     "reductions",
     "within",

@@ -161,6 +161,27 @@ SPECS: dict[str, Spec] = {
     "cfood": Spec("CFOODPostprocessor", "features"),
 }
 
+# What it takes to run OpenOOD's postprocessors here (read by the ease-of-use report):
+# "*" applies to every postprocessor.
+WORKAROUNDS: dict[str, list[str]] = {
+    "*": [
+        "device shim: .cuda()/'cuda' mapped to the harness device for the duration of each "
+        "OpenOOD call (every postprocessor calls .cuda() unconditionally; fails on CPU otherwise)",
+        "placeholder imgaug module when imgaug is missing or broken (numpy >= 2), so "
+        "openood.postprocessors imports",
+        "own name -> class map and local YAML configs (the evaluation API downloads configs)",
+        "ID dataset name and class count registered (several postprocessors KeyError otherwise)",
+    ],
+    "openmax": ["libmr built with pip --no-build-isolation (build deps undeclared)"],
+    "vim": ["dim clamped below the feature dimension (all-NaN scores otherwise)"],
+    "residual": ["dim clamped below the feature dimension"],
+    "odin": ["1-channel inputs padded to the 3 channels OpenOOD indexes"],
+    "iodin": ["1-channel inputs padded to the 3 channels OpenOOD indexes"],
+    "mds_ensemble": ["1-channel inputs padded to the 3 channels OpenOOD indexes"],
+    "adascale_a": ["set_hyperparam called after setup (normally run by OpenOOD's OOD search)"],
+    "adascale_l": ["set_hyperparam called after setup (normally run by OpenOOD's OOD search)"],
+}
+
 LEFT_OUT: dict[str, str] = {
     "cider": "needs a network trained with the CIDER contrastive head",
     "npos": "needs a network trained with NPOS (outlier synthesis) head",
