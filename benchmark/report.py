@@ -361,7 +361,23 @@ def build_report(roots: list[Path], out: Path, *, ease: bool = False, robustness
                         commands or [], report_command)
     path = out / "report.md"
     path.write_text(text)
+    scrub_paths(out)
     return path
+
+
+def scrub_paths(out: Path) -> None:
+    """Write machine paths portably in every text file of the report (it gets committed):
+    the repository as ``.``, the home directory as ``~``, temporary folders as ``<tmp>``."""
+    repo = str(Path(__file__).resolve().parents[1])
+    home = str(Path.home())
+    for f in out.rglob("*"):
+        if f.suffix not in {".md", ".csv", ".tex", ".json", ".txt"} or not f.is_file():
+            continue
+        text = f.read_text()
+        new = text.replace(repo + "/", "./").replace(repo, ".").replace(home + "/", "~/")
+        new = re.sub(r"/tmp/[^\s,'\"|)]*", "<tmp>", new)
+        if new != text:
+            f.write_text(new)
 
 
 def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd.DataFrame,
