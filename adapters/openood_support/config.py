@@ -1,6 +1,6 @@
 """Postprocessor configs from the repository's YAML, and the ID-dataset bookkeeping OpenOOD wants.
 
-``configs/openood/postprocessors/<name>.yml`` holds the values of OpenOOD's own
+``configs/openood_postprocessors/<name>.yml`` holds the values of OpenOOD's own
 ``configs/postprocessors/<name>.yml`` at the pinned commit (the ``postprocessor`` section:
 ``name``, ``APS_mode``, ``postprocessor_args``, ``postprocessor_sweep``). OpenOOD's evaluation
 API would download a missing file from GitHub; here a missing file is an error.
@@ -25,7 +25,7 @@ import yaml
 
 from adapters.openood_support.compat import ensure_importable
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "openood" / "postprocessors"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "openood_postprocessors"
 
 
 def config_path(name: str, config_dir: Path | None = None) -> Path:
