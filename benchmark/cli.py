@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ("pair", "backbone", "detector", "data")
+GROUPS = ("pair", "backbone", "detector", "data", "table")
 
 log = logging.getLogger("ood-bench")
 
