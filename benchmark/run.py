@@ -126,6 +126,13 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped)
 
 
+def private_network(prep: Prepared, batch_size: int) -> Network:
+    """A deep copy of the backbone, in eval mode, for one detector alone to use (or mutate)."""
+    return Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
+                   num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
+                   input_mean=prep.transform.mean, input_std=prep.transform.std)
+
+
 def _input_factory(s: data_mod.ImageSet, transform: data_mod.InputTransform, bs: int):
     return lambda: data_mod.batches(s, transform, bs)
 
@@ -183,9 +190,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> Detector
     try:
         det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
         out.consumes = det.consumes.value
-        net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
-                      num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
-                      input_mean=prep.transform.mean, input_std=prep.transform.std)
+        net = private_network(prep, batch_size)
         t0 = time.perf_counter()
         try:
             _fit(det, prep, net)
@@ -289,8 +294,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
         from benchmark.analysis_inhouse import write_analyses
 
         t_an = time.perf_counter()
-        net = Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
-                      num_classes=prep.reps["fit"].num_classes, batch_size=cfg.data.batch_size)
+        net = private_network(prep, cfg.data.batch_size)
         spec_dicts = OmegaConf.to_container(specs, resolve=True)
         rep_keys = {name: reps.key for name, reps in prep.reps.items()}
         keys = {d: score_cache.score_key(s, rep_keys, prep.device.type)
