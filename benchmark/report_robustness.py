@@ -51,6 +51,7 @@ from benchmark.features import extract
 from benchmark.metrics import compute_metrics
 from benchmark.report_sweep import Collection, Run
 from benchmark.representations import Network, Representations
+from benchmark.run import InvalidScores, checked_scores, prepare
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +218,6 @@ def _stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) ->
 
 def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings: ProbeSettings,
                      tmp_cache: Path) -> ProbeData:
-    from benchmark.run import prepare
-
     need_maps = _needs_maps(specs)
     prep = prepare(cfg, need_maps)
     bs = settings.batch_sizes[0]
@@ -280,13 +279,11 @@ def _fit(spec: dict[str, Any], fit: Representations, d: ProbeData, batch_size: i
 
 
 def _checked(det: Detector, reps: Representations, net: Network) -> np.ndarray:
-    scores = np.asarray(det.score(reps, net), dtype=np.float64).ravel()
-    if len(scores) != len(reps):
-        raise ProbeFailure(f"returned {len(scores)} scores for {len(reps)} samples")
-    n_nan = int(np.isnan(scores).sum())
-    if n_nan:
-        raise ProbeFailure(f"returned {n_nan} NaN scores of {len(scores)}")
-    return scores
+    """The runner's score check; its failures are ``error`` cells, not exceptions raised."""
+    try:
+        return checked_scores(det, reps, net)
+    except InvalidScores as exc:
+        raise ProbeFailure(str(exc)) from exc
 
 
 def _mixed(d: ProbeData, batch_size: int, perm: np.ndarray | None = None) -> Representations:

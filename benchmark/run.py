@@ -149,13 +149,18 @@ def _fit(det: Detector, prep: Prepared, net: Network) -> None:
     det.fit(prep.reps["fit"], net, **kwargs)
 
 
-def _score(det: Detector, reps: Representations, net: Network) -> np.ndarray:
+class InvalidScores(ValueError):
+    """A detector returned the wrong number of scores, or NaN."""
+
+
+def checked_scores(det: Detector, reps: Representations, net: Network) -> np.ndarray:
+    """``det.score`` as float64, checked: one finite-or-inf score per row, no NaN."""
     scores = np.asarray(det.score(reps, net), dtype=np.float64).ravel()
     if len(scores) != len(reps):
-        raise ValueError(f"detector returned {len(scores)} scores for {len(reps)} samples")
+        raise InvalidScores(f"returned {len(scores)} scores for {len(reps)} samples")
     n_nan = int(np.isnan(scores).sum())
     if n_nan:
-        raise ValueError(f"scores contain {n_nan} NaN of {len(scores)}")
+        raise InvalidScores(f"returned {n_nan} NaN scores of {len(scores)}")
     return scores
 
 
@@ -204,7 +209,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> Detector
     for key in split_keys:
         t1 = time.perf_counter()
         try:
-            out.scores[key] = _score(det, prep.reps[key], net)
+            out.scores[key] = checked_scores(det, prep.reps[key], net)
         except Exception as exc:
             log.warning("%s/%s on %s: %s", spec["library"], spec["name"], key, _error_text(exc))
             out.errors[key] = _error_text(exc)
