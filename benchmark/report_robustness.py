@@ -44,14 +44,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from adapters.base import Consumes, Detector
+from adapters.base import Detector
 from adapters.registry import build_detector
 from benchmark import data as data_mod
 from benchmark.features import extract
 from benchmark.metrics import compute_metrics
 from benchmark.report_sweep import Collection, Run
 from benchmark.representations import Network, Representations
-from benchmark.run import InvalidScores, checked_scores, prepare
+from benchmark.run import InvalidScores, checked_scores, needs_feature_maps, prepare
 
 log = logging.getLogger(__name__)
 
@@ -179,17 +179,6 @@ def _setting_key(cfg: dict[str, Any]) -> str:
     return json.dumps(rest, sort_keys=True, default=str)
 
 
-def _needs_maps(specs: dict[str, dict[str, Any]]) -> bool:
-    for spec in specs.values():
-        try:
-            det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
-        except Exception:
-            continue
-        if det.consumes == Consumes.FEATURE_MAPS:
-            return True
-    return False
-
-
 @dataclass
 class ProbeData:
     """Every split the probes score, with model-ready inputs attached."""
@@ -218,7 +207,7 @@ def _stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) ->
 
 def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings: ProbeSettings,
                      tmp_cache: Path) -> ProbeData:
-    need_maps = _needs_maps(specs)
+    need_maps = needs_feature_maps(specs)
     prep = prepare(cfg, need_maps)
     bs = settings.batch_sizes[0]
     rng = np.random.default_rng(settings.seed)

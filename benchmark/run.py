@@ -282,7 +282,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     specs = cfg.detectors
     if not specs:
         raise data_mod.DataError("no detectors selected; pick some with detector=<option>")
-    need_maps = _needs_feature_maps(specs)
+    need_maps = needs_feature_maps(specs)
     prep = prepare(cfg, need_maps)
     id_acc = accuracy(prep.reps["id_test"].predictions, prep.reps["id_test"].labels)
     log.info("backbone %s: ID test accuracy %.4f (checkpoint %s)", cfg.backbone.name, id_acc,
@@ -314,11 +314,13 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def _needs_feature_maps(specs: DictConfig) -> bool:
+def needs_feature_maps(specs: DictConfig | dict[str, dict[str, Any]]) -> bool:
     """Whether any selected detector consumes feature maps (then they are extracted and cached)."""
+    if isinstance(specs, DictConfig):
+        specs = OmegaConf.to_container(specs, resolve=True)
     for spec in specs.values():
         try:
-            det = build_detector(spec.library, spec.name, OmegaConf.to_container(spec.params))
+            det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
         except Exception:
             continue  # reported as a failed row later
         if det.consumes == Consumes.FEATURE_MAPS:
