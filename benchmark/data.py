@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 
 class DataError(RuntimeError):
@@ -132,6 +133,27 @@ def _torchvision_reader(cls_name: str, folder_check: str):
     return read
 
 
+def _places365_local(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """torchvision's Places365 val layout (``places365_val.txt`` + ``val_256/``), 32x32 crops.
+
+    Read directly (not through torchvision, which re-checks md5 sums of the whole archive).
+    """
+    from PIL import Image
+
+    listing = root / "places365_val.txt"
+    if split != "val" or not listing.exists() or not (root / "val_256").is_dir():
+        return None
+    names, labels = [], []
+    for line in listing.read_text().split("\n"):
+        if line.strip():
+            name, label = line.split()[:2]
+            names.append(name.lstrip("/"))
+            labels.append(int(label))
+    images = [_shorter_side_crop(Image.open(root / "val_256" / n), 32)
+              for n in tqdm(names, desc="places365 -> 32x32", mininterval=2, leave=False)]
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
 def _first(*readers):
     def read(root: Path, split: str):
         for r in readers:
@@ -165,6 +187,9 @@ def _torchvision_arrays(
         ds = tvd.DTD(str(root), split="test" if split == "all" else split, download=download)
         images = np.stack([_shorter_side_crop(ds[i][0], 32) for i in range(len(ds))])
         return images, np.asarray(ds._labels, dtype=np.int64)
+    if cls_name == "Places365":  # the 256x256 val set (36,500 images), as OpenOOD's far-OOD
+        tvd.Places365(str(root), split="val", small=True, download=download)
+        return _places365_local(root, split)
     raise DataError(f"no torchvision reader for {cls_name}")
 
 
@@ -224,6 +249,11 @@ DATASETS: dict[str, DatasetSpec] = {
     "svhn": DatasetSpec(
         ("train", "test"), 10, _torchvision_reader("SVHN", "test_32x32.mat"),
         "{train,test}_32x32.mat", "SVHN",
+    ),
+    "places365": DatasetSpec(
+        ("val",), 365, _places365_local,
+        "val_256/ + places365_val.txt + categories_places365.txt (torchvision Places365, "
+        "split val, small=True)", "Places365",
     ),
     "tinyimagenet": DatasetSpec(
         ("val",), 200, _npz_reader({"val": "tinyimagenet_32/val.npz"}),

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from hydra import compose, initialize_config_dir
@@ -52,53 +54,164 @@ def detector_id(option: str) -> str:
     return next(iter(body["detectors"]))
 
 
-def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tables",
-          spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables"
-          ) -> Path:
+@dataclass
+class RunResult:
+    """One table run: its metric rows, manifest, output folder and OOD-set groups."""
+
+    frame: pd.DataFrame
+    manifest: dict[str, Any]
+    out: Path
+    groups: dict[str, str]  # every OOD set of the pair (skipped ones too) -> near/far/...
+
+    def scores(self, det: str) -> dict[str, np.ndarray]:
+        path = self.out / "scores" / f"{det}.npz"
+        if not path.exists():
+            return {}
+        with np.load(path) as z:
+            return {k.replace("__", "/"): z[k] for k in z.files}
+
+
+def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[str],
+             out_root: Path, runs_root: Path) -> dict[str, RunResult]:
+    """Every run of the table through the normal runner (caches reused); manifests kept."""
     from benchmark.run import run
 
-    spec = spec or load_table(name)
-    rows = spec["detectors"]
-    runs: dict[str, pd.DataFrame] = {}
-    manifests: dict[str, dict] = {}
+    results = {}
     for run_name, run_spec in spec["runs"].items():
-        cfg = run_config(run_spec["overrides"], list(rows.values()), extra)
+        cfg = run_config(run_spec["overrides"], options, extra)
         out = runs_root / name / run_name
         print(f"[{name}] run {run_name}: {' '.join(run_spec['overrides'] + extra)}")
-        runs[run_name] = run(cfg, out)
-        manifests[run_name] = json.loads((out / "manifest.json").read_text())
+        frame = run(cfg, out)
         keep = out_root / f"{name}_runs" / run_name
         keep.mkdir(parents=True, exist_ok=True)
         for f in ("manifest.json", "metrics.csv", "metrics.md"):
             (keep / f).write_bytes((out / f).read_bytes())
-    metric = spec.get("metric", "auroc")
-    published = spec.get("published", {})
-    records = []
-    for label, option in rows.items():
-        det = detector_id(option)
-        for j, col in enumerate(spec["columns"]):
-            frame = runs[col["run"]]
-            hit = frame[(frame.detector == det) & (frame.ood_dataset == col["ood"])]
-            skipped = manifests[col["run"]].get("skipped_ood_sets", {})
-            pub = (published.get(label) or [None] * len(spec["columns"]))[j]
-            if len(hit) and hit.status.iloc[0] == "ok":
-                ours, status = float(hit[metric].iloc[0]), "ok"
-            elif col["ood"] in skipped:
-                ours, status = None, "missing: dataset not available here (needs a download)"
-            elif len(hit):
-                ours, status = None, f"failed: {hit.error.iloc[0]}"
-            else:
-                ours, status = None, "missing: not in the run"
-            records.append({"row": label, "column": col["label"], "ours": ours,
-                            "published": pub,
-                            "difference": None if ours is None or pub is None else ours - pub,
-                            "status": status})
-    long = pd.DataFrame(records)
+        groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
+        results[run_name] = RunResult(frame, json.loads((out / "manifest.json").read_text()),
+                                      out, groups)
+    return results
+
+
+def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tables",
+          spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables"
+          ) -> Path:
+    spec = spec or load_table(name)
+    if spec.get("kind", "cells") == "agreement":
+        options = [o for pair in spec["methods"].values() for o in pair]
+        runs = _run_all(name, spec, options, extra, out_root, runs_root)
+        long = agreement_records(spec, runs)
+        markdown = _agreement_markdown(spec, long, runs, extra)
+        wide = _agreement_wide(long)
+    else:
+        runs = _run_all(name, spec, list(spec["detectors"].values()), extra, out_root,
+                        runs_root)
+        long = cell_records(spec, runs)
+        markdown = _markdown(spec, long, runs, extra)
+        wide = _wide(long, [c["label"] for c in spec["columns"]])
     out_root.mkdir(parents=True, exist_ok=True)
     long.to_csv(out_root / f"{name}.csv", index=False)
-    (out_root / f"{name}.md").write_text(_markdown(spec, long, manifests, extra))
-    (out_root / f"{name}.tex").write_text(_latex(spec, long))
+    (out_root / f"{name}.md").write_text(markdown)
+    (out_root / f"{name}.tex").write_text(_latex(wide))
     return out_root / f"{name}.md"
+
+
+def _one_set(frame: pd.DataFrame, det: str, ood: str, metric: str, skipped: dict[str, str]
+             ) -> tuple[float | None, str]:
+    hit = frame[(frame.detector == det) & (frame.ood_dataset == ood)]
+    if len(hit) and hit.status.iloc[0] == "ok":
+        return float(hit[metric].iloc[0]), "ok"
+    if ood in skipped:
+        return None, "missing: dataset not available here (needs a download)"
+    if len(hit):
+        return None, f"failed: {hit.error.iloc[0]}"
+    return None, "missing: not in the run"
+
+
+def _column_value(col: dict[str, Any], det: str, metric: str, res: RunResult
+                  ) -> tuple[float | None, str]:
+    """One OOD set's metric, or the mean over the available sets of an OOD group."""
+    skipped = res.manifest.get("skipped_ood_sets", {})
+    if "ood" in col:
+        return _one_set(res.frame, det, col["ood"], metric, skipped)
+    members = [o for o, g in res.groups.items() if g == col["group"] and o not in skipped]
+    if not members:
+        return None, f"missing: no {col['group']} OOD set available here"
+    values = [_one_set(res.frame, det, o, metric, skipped) for o in members]
+    bad = [status for _, status in values if status != "ok"]
+    if bad:
+        return None, bad[0]
+    return float(np.mean([v for v, _ in values])), "ok"
+
+
+def cell_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Long table: one record per (row, column) with ours, published, difference, status."""
+    published = spec.get("published", {})
+    records = []
+    for label, option in spec["detectors"].items():
+        det = detector_id(option)
+        for j, col in enumerate(spec["columns"]):
+            metric = col.get("metric", spec.get("metric", "auroc"))
+            ours, status = _column_value(col, det, metric, runs[col["run"]])
+            pub = (published.get(label) or [None] * len(spec["columns"]))[j]
+            records.append({"row": label, "column": col["label"], "metric": metric,
+                            "ours": ours, "published": pub,
+                            "difference": None if ours is None or pub is None else ours - pub,
+                            "status": status})
+    return pd.DataFrame(records)
+
+
+def agreement_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Same method from two libraries on the same run: AUROC of each and score agreement.
+
+    Spearman's rho is computed on the scores of every sample both scored (ID test and all OOD
+    sets together), and per OOD set on that set plus the ID test set.
+    """
+    from scipy.stats import spearmanr
+
+    libs = spec.get("libraries", ["pytorch_ood", "openood"])
+    limits = spec.get("agree_if", {"spearman": 0.99, "auroc_difference": 0.005})
+    records = []
+    for run_name, res in runs.items():
+        for method, (opt_a, opt_b) in spec["methods"].items():
+            det_a, det_b = detector_id(opt_a), detector_id(opt_b)
+            rec: dict[str, Any] = {"run": run_name, "method": method,
+                                   f"detector {libs[0]}": det_a, f"detector {libs[1]}": det_b}
+            frame = res.frame
+            ok = {}
+            for lib, det in ((libs[0], det_a), (libs[1], det_b)):
+                rows = frame[frame.detector == det]
+                ok[lib] = rows[rows.status == "ok"].set_index("ood_dataset").auroc
+                if not len(ok[lib]):
+                    errors = rows.error.dropna()
+                    rec["status"] = (f"failed: {lib}: {errors.iloc[0]}" if len(errors)
+                                     else f"missing: {lib} not in the run")
+            sets = sorted(set(ok[libs[0]].index) & set(ok[libs[1]].index))
+            sa, sb = res.scores(det_a), res.scores(det_b)
+            if "status" in rec or not sets or "id_test" not in sa or "id_test" not in sb:
+                rec.setdefault("status", "missing: no OOD set scored by both")
+                records.append(rec)
+                continue
+            diff = (ok[libs[0]][sets] - ok[libs[1]][sets]).abs()
+            keys = ["id_test"] + [f"ood/{s}" for s in sets]
+            rho_all = spearmanr(np.concatenate([sa[k] for k in keys]),
+                                np.concatenate([sb[k] for k in keys])).statistic
+            rho_sets = [spearmanr(np.concatenate([sa["id_test"], sa[f"ood/{s}"]]),
+                                  np.concatenate([sb["id_test"], sb[f"ood/{s}"]])).statistic
+                        for s in sets]
+            agree = (rho_all >= limits["spearman"]
+                     and diff.max() <= limits["auroc_difference"])
+            rec.update({f"AUROC {libs[0]}": float(ok[libs[0]][sets].mean()),
+                        f"AUROC {libs[1]}": float(ok[libs[1]][sets].mean()),
+                        "AUROC difference": float((ok[libs[0]][sets]
+                                                   - ok[libs[1]][sets]).mean()),
+                        "max |AUROC difference| over sets": float(diff.max()),
+                        "Spearman rho (all samples)": float(rho_all),
+                        "min Spearman rho over sets": float(np.min(rho_sets)),
+                        "OOD sets": len(sets),
+                        "verdict": "agree" if agree else "DISAGREE",
+                        "status": "ok"})
+            records.append(rec)
+    return pd.DataFrame(records)
 
 
 def _cell(r: pd.Series) -> str:
@@ -116,40 +229,92 @@ def _wide(long: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return wide.loc[list(dict.fromkeys(long.row)), cols]
 
 
-def _markdown(spec: dict, long: pd.DataFrame, manifests: dict, extra: list[str]) -> str:
-    cols = [c["label"] for c in spec["columns"]]
-    lines = [f"# {spec.get('title', spec['name'])}", "",
-             f"Command: `ood-bench-tables table={spec['name']}{' ' if extra else ''}"
-             f"{' '.join(extra)}`", "", f"> {CONVENTION}", "",
-             "Cells: ours (published, ours - published); 'missing' = the dataset or source is "
-             "not available on this machine (see below), never filled in by hand.", "",
-             frame_to_markdown(_wide(long, cols)), "", "## Runs", ""]
-    for run_name, m in manifests.items():
+def _runs_section(spec: dict, runs: dict[str, RunResult]) -> list[str]:
+    lines = ["## Runs", ""]
+    for run_name, res in runs.items():
+        m = res.manifest
         lines.append(f"- **{run_name}**: backbone {m['backbone']['name']}, ID test accuracy "
                      f"{m['backbone']['id_test_accuracy']:.4f}, checkpoint sha256 "
                      f"`{m['backbone']['sha256'][:16]}…`; manifest: "
                      f"[{spec['name']}_runs/{run_name}/manifest.json]"
                      f"({spec['name']}_runs/{run_name}/manifest.json)")
-        for ood, reason in m.get("skipped_ood_sets", {}).items():
+        skipped = m.get("skipped_ood_sets", {})
+        for group in sorted({g for g in res.groups.values() if g}):
+            used = [o for o, g in res.groups.items() if g == group and o not in skipped]
+            lines.append(f"  - {group} OOD sets: {', '.join(used) or 'none'}")
+        for ood, reason in skipped.items():
             lines.append(f"  - {ood} skipped: {reason}")
+    return lines
+
+
+def _header(spec: dict, extra: list[str]) -> list[str]:
+    return [f"# {spec.get('title', spec['name'])}", "",
+            f"Command: `ood-bench-tables table={spec['name']}{' ' if extra else ''}"
+            f"{' '.join(extra)}`", "", f"> {CONVENTION}", ""]
+
+
+def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+              extra: list[str]) -> str:
+    cols = [c["label"] for c in spec["columns"]]
+    lines = _header(spec, extra) + [
+        "Cells: ours (published, ours - published); 'missing' = the dataset or source is "
+        "not available on this machine (see below), never filled in by hand. A group column "
+        "(near / far) is the mean over the group's OOD sets available here (listed below).",
+        "", frame_to_markdown(_wide(long, cols)), ""]
+    if spec.get("notes"):
+        lines += [spec["notes"].strip(), ""]
+    lines += _runs_section(spec, runs)
     notes = sorted(set(long.status) - {"ok"})
     if notes:
         lines += ["", "## Not ok", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
-def _latex(spec: dict, long: pd.DataFrame) -> str:
-    cols = [c["label"] for c in spec["columns"]]
-    wide = _wide(long, cols)
+AGREEMENT_COLUMNS = ["AUROC {a}", "AUROC {b}", "AUROC difference",
+                     "max |AUROC difference| over sets", "Spearman rho (all samples)",
+                     "min Spearman rho over sets", "verdict"]
 
-    def esc(s: str) -> str:
+
+def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
+    libs = [c.removeprefix("detector ") for c in long.columns if c.startswith("detector ")]
+    cols = [c.format(a=libs[0], b=libs[1]) for c in AGREEMENT_COLUMNS]
+    wide = long.copy()
+    for c in cols:
+        if c not in wide:
+            wide[c] = None
+    wide["verdict"] = [v if s == "ok" else s for v, s in zip(wide.verdict, wide.status,
+                                                               strict=True)]
+    index = ["run", "method"] if wide.run.nunique() > 1 else ["method"]
+    return wide.set_index(index)[cols]
+
+
+def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+                        extra: list[str]) -> str:
+    limits = spec.get("agree_if", {"spearman": 0.99, "auroc_difference": 0.005})
+    lines = _header(spec, extra) + [
+        "Same method, same cached representations, two libraries. AUROC is the mean over the "
+        "OOD sets both scored; Spearman's rho compares the two score vectors sample by sample "
+        "(all samples; and per OOD set with the ID test set, the minimum shown). Verdict "
+        f"'agree' needs rho >= {limits['spearman']} and every per-set |AUROC difference| <= "
+        f"{limits['auroc_difference']}.", "", frame_to_markdown(_agreement_wide(long)), ""]
+    if spec.get("notes"):
+        lines += [spec["notes"].strip(), ""]
+    lines += _runs_section(spec, runs)
+    return "\n".join(lines) + "\n"
+
+
+def _latex(wide: pd.DataFrame) -> str:
+    def esc(s: Any) -> str:
+        if isinstance(s, float):
+            s = "" if pd.isna(s) else f"{s:.4f}"
         return (str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&")
                 .replace("%", r"\%").replace("_", r"\_").replace("#", r"\#"))
 
-    lines = [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
-             " & ".join(["method"] + [esc(c) for c in cols]) + r" \\", r"\midrule"]
-    for row, values in wide.iterrows():
-        lines.append(" & ".join([esc(row)] + [esc(v) for v in values]) + r" \\")
+    flat = wide.reset_index()
+    lines = [r"\begin{tabular}{" + "l" * wide.index.nlevels + "r" * len(wide.columns) + "}",
+             r"\toprule", " & ".join(esc(c) for c in flat.columns) + r" \\", r"\midrule"]
+    for values in flat.itertuples(index=False):
+        lines.append(" & ".join(esc(v) for v in values) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 

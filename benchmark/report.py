@@ -107,7 +107,7 @@ def performance_rows(coll: Collection, tables: dict[str, Any]) -> list[dict[str,
     """Per library: best detector by mean AUROC, median over detectors, best near / far."""
     aurocs = pd.concat(tables["auroc"].values()) if tables["auroc"] else pd.DataFrame()
     rows: list[dict[str, Any]] = []
-    specs = [("best detector, mean AUROC over OOD sets", "all", "max_label", True),
+    specs = [("best detector, mean AUROC over near+far OOD sets", "all", "max_label", True),
              ("median over its detectors of mean AUROC", "all", "median", True),
              ("best near-OOD AUROC", "near", "max", True),
              ("best far-OOD AUROC", "far", "max", True)]

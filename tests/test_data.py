@@ -79,3 +79,27 @@ def test_subsample_is_random_not_first_rows(root) -> None:
     cifar = data.load("cifar10", "test", root)  # stored grouped by class
     sub = data.subsample(cifar, 500, seed=0)
     assert len(sub) == 500 and len(np.unique(sub.labels)) == 10
+
+
+def test_places365_reads_a_torchvision_layout(tmp_path) -> None:
+    """Users who downloaded Places365 (torchvision layout) get 32x32 crops with its labels."""
+    from PIL import Image
+
+    (tmp_path / "val_256").mkdir()
+    (tmp_path / "categories_places365.txt").write_text("/a/abbey 0\n/b/beach 1\n")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, label in enumerate([1, 0, 1]):
+        name = f"Places365_val_{i + 1:08d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (256, 300, 3), dtype=np.uint8)).save(
+            tmp_path / "val_256" / name)
+        lines.append(f"{name} {label}")
+    (tmp_path / "places365_val.txt").write_text("\n".join(lines) + "\n")
+    places = data.load("places365", "val", tmp_path)
+    assert places.images.shape == (3, 32, 32, 3) and places.images.dtype == np.uint8
+    assert places.labels.tolist() == [1, 0, 1]
+
+
+def test_places365_missing_offers_the_download(tmp_path) -> None:
+    with pytest.raises(data.DataError, match="val_256.*data=download"):
+        data.load("places365", "val", tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from benchmark.cli import CONFIG_DIR, group_options
 from benchmark.paper_tables import build, load_table
 
 SMALL = ["data.train_size=3000", "data.fit_size=1000", "data.calibration_size=1000",
@@ -15,6 +16,23 @@ def test_committed_table_configs_load() -> None:
     spec = load_table("neuralfp")
     assert len(spec["columns"]) == 6
     assert spec["published"]["NeuralFP (in-house reimplementation)"][0] == 0.9826
+    cifar = load_table("openood_cifar10")
+    assert cifar["published"]["KNN (OpenOOD)"][:2] == [0.9064, 0.9296]
+    assert cifar["published"]["KNN (pytorch-ood)"][:2] == [0.9064, 0.9296]
+
+
+@pytest.mark.parametrize("name", group_options("table"))
+def test_every_table_names_existing_options(name: str) -> None:
+    """Rows and columns point at detector options and runs that exist (typos fail here)."""
+    spec = load_table(name)
+    options = ([o for pair in spec["methods"].values() for o in pair]
+               if spec.get("kind") == "agreement" else list(spec["detectors"].values()))
+    for option in options:
+        assert (CONFIG_DIR / "detector" / f"{option}.yaml").exists(), option
+    for col in spec.get("columns", []):
+        assert col["run"] in spec["runs"]
+    for label, values in spec.get("published", {}).items():
+        assert label in spec["detectors"] and len(values) == len(spec["columns"])
 
 
 def test_unknown_table_lists_valid_ones() -> None:
@@ -47,3 +65,78 @@ def test_table_from_a_real_run(root, tmp_path, monkeypatch) -> None:
     text = md.read_text()
     assert "MNIST / CIFAR-10" in text and "manifest.json" in text
     assert (tmp_path / "tables" / "tiny.tex").read_text().count(r"\\") == 3
+
+
+def test_group_columns_average_the_groups_sets(root, tmp_path, monkeypatch) -> None:
+    """A near/far column is the mean of that group's sets in the run, per metric."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = {
+        "name": "groups",
+        "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet"]}},
+        "detectors": {"Energy": "pytorch_ood/energy"},
+        "columns": [{"run": "m", "group": "near", "metric": "auroc", "label": "near AUROC"},
+                    {"run": "m", "group": "far", "metric": "fpr95tpr", "label": "far FPR"},
+                    {"run": "m", "group": "covariate", "label": "covariate AUROC"}],
+        "published": {"Energy": [0.5, None, None]},
+    }
+    md = build("groups", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "groups.csv").set_index("column")
+    rows = pd.read_csv(tmp_path / "tables" / "groups_runs" / "m" / "metrics.csv")
+    near = rows[rows.ood_group == "near"]
+    far = rows[rows.ood_group == "far"]
+    assert len(near) == 2 and len(far) == 1  # Fashion-MNIST + notMNIST; CIFAR-10
+    assert long.loc["near AUROC", "ours"] == pytest.approx(near.auroc.mean())
+    assert long.loc["near AUROC", "difference"] == pytest.approx(near.auroc.mean() - 0.5)
+    assert long.loc["far FPR", "ours"] == pytest.approx(far.fpr95tpr.iloc[0])
+    assert long.loc["far FPR", "metric"] == "fpr95tpr"
+    assert pd.isna(long.loc["covariate AUROC", "ours"])  # the pair has no such set
+    assert long.loc["covariate AUROC", "status"].startswith("missing: no covariate")
+    assert "near OOD sets: fashionmnist, notmnist" in md.read_text()
+
+
+def _agreement_spec(methods: dict, libraries: list[str]) -> dict:
+    return {"name": "agree", "kind": "agreement", "libraries": libraries,
+            "agree_if": {"spearman": 0.99, "auroc_difference": 0.005},
+            "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet"]}},
+            "methods": methods}
+
+
+def test_agreement_table_separates_equal_and_different_scores(root, tmp_path,
+                                                               monkeypatch) -> None:
+    """Identical detectors agree (rho = 1, difference 0); MSP vs KNN is flagged."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = _agreement_spec({"same": ["pytorch_ood/msp", "pytorch_ood/msp"],
+                            "different": ["pytorch_ood/msp", "pytorch_ood/knn"],
+                            "broken": ["pytorch_ood/msp", "pytorch_ood/mcd"]}, ["a", "b"])
+    md = build("agree", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv").set_index("method")
+    same, diff = long.loc["same"], long.loc["different"]
+    assert same["Spearman rho (all samples)"] == pytest.approx(1.0)
+    assert same["AUROC difference"] == 0 and same.verdict == "agree"
+    rows = pd.read_csv(tmp_path / "tables" / "agree_runs" / "m" / "metrics.csv")
+    knn = rows[(rows.detector == "pytorch_ood_knn") & (rows.status == "ok")].auroc.mean()
+    assert diff["AUROC b"] == pytest.approx(knn)
+    assert diff["Spearman rho (all samples)"] < 0.99 and diff.verdict == "DISAGREE"
+    assert long.loc["broken"].status.startswith("failed: b: ")  # MCD: LeNet has no dropout
+    text = md.read_text()
+    assert "DISAGREE" in text and "failed: b:" in text and "manifest.json" in text
+
+
+def test_committed_agreement_table_runs_with_openood(root, tmp_path, monkeypatch) -> None:
+    """MSP and Energy from OpenOOD and pytorch-ood on the same cached logits rank identically."""
+    pytest.importorskip("openood", reason="openood is not installed (not on PyPI; see README "
+                                          "'Installing OpenOOD')")
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    committed = load_table("library_agreement")
+    methods = {m: committed["methods"][m] for m in ("MSP", "Energy")}
+    build("agree", SMALL, out_root=tmp_path / "tables",
+          spec=_agreement_spec(methods, committed["libraries"]), runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv").set_index("method")
+    for method in methods:
+        assert long.loc[method, "Spearman rho (all samples)"] > 0.9999
+        assert long.loc[method, "verdict"] == "agree"
