@@ -46,6 +46,10 @@ def run_config(overrides: list[str], detector_options: list[str], extra: list[st
         cfg = compose("config", overrides=[*overrides, f"detector={detector_options[0]}", *extra])
     with open_dict(cfg):
         cfg.detectors = merged
+        ckpt = cfg.backbone.get("checkpoint")
+        if ckpt and not Path(ckpt).expanduser().is_absolute() and not Path(ckpt).exists() \
+                and (REPO / ckpt).exists():  # committed checkpoints work from any directory
+            cfg.backbone.checkpoint = str(REPO / ckpt)
     return cfg
 
 

@@ -32,6 +32,7 @@ from benchmark.metrics import accuracy, compute_metrics
 from benchmark.profiling import PeakMemory
 from benchmark.representations import Network, Representations
 from benchmark.tables import write_metric_tables
+from benchmark.time_limit import TimeLimitExceeded, time_limit
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +182,22 @@ class DetectorOutcome:
                 "consumes": self.consumes, "peak_memory_mb": self.peak_memory_mb}
 
 
-def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
-    """Build, fit and score one detector on every split; failures are captured, not raised."""
+def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int,
+                      time_limit_s: float | None = None) -> DetectorOutcome:
+    """Build, fit and score one detector on every split; failures are captured, not raised.
+
+    With ``time_limit_s``, a detector still busy after that many seconds (fit + scoring) is
+    stopped and recorded as failed with a TimeLimitExceeded error.
+    """
     with PeakMemory() as memory:
-        out = _evaluate(spec, prep, batch_size)
+        try:
+            with time_limit(time_limit_s, f"{spec['library']}/{spec['name']}"):
+                out = _evaluate(spec, prep, batch_size)
+        except TimeLimitExceeded as exc:
+            log.warning("%s/%s: %s", spec["library"], spec["name"], exc)
+            out = DetectorOutcome()
+            keys = ["id_test"] + [k for k in prep.reps if k.startswith("ood/")]
+            out.errors = dict.fromkeys(keys, f"TimeLimitExceeded: {exc}")
     out.peak_memory_mb = memory.peak_mb
     return out
 
@@ -232,7 +245,8 @@ def outcome_with_cache(spec: dict[str, Any], prep: Prepared, cfg: DictConfig) ->
                                score_seconds=meta["score_seconds"], consumes=meta["consumes"],
                                from_cache=True,
                                peak_memory_mb=meta.get("peak_memory_mb", float("nan")))
-    out = evaluate_detector(spec, prep, cfg.data.batch_size)
+    out = evaluate_detector(spec, prep, cfg.data.batch_size,
+                            cfg.get("detector_time_limit_s"))
     if use_cache and not out.errors:
         score_cache.save(cache_root(cfg), key,
                          {k.replace("/", "__"): v for k, v in out.scores.items()}, out.meta())

@@ -4,13 +4,22 @@
 
 Takes the same Hydra overrides as ``ood-bench``; the checkpoint lands where ``ood-bench`` looks
 for it, so a later benchmark run reuses it. Interrupted runs continue from the last epoch.
+
+    python scripts/train_backbone.py pair=cifar10 backbone=resnet20 \
+        --export results/checkpoints/resnet20_cifar10.pt
+
+also copies the checkpoint out of the cache with a sidecar ``.json`` (sha256, ID test accuracy,
+recipe, this command), so it can be committed and used with ``backbone.checkpoint=<path>``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -21,7 +30,13 @@ from benchmark.data import InputTransform, batches
 from benchmark.run import cache_root, load_sets, resolve_device
 
 
-def main(overrides: list[str]) -> None:
+def main(args: list[str]) -> None:
+    export = None
+    if "--export" in args:
+        i = args.index("--export")
+        export = Path(args[i + 1])
+        args = args[:i] + args[i + 2:]
+    overrides = args
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     problem = check_overrides(overrides)
     if problem:
@@ -47,6 +62,19 @@ def main(overrides: list[str]) -> None:
     print(f"{bb.name}: checkpoint {backbone.checkpoint}\n  sha256 {backbone.sha256}\n"
           f"  ID test accuracy {acc:.4f}; trained now: {backbone.trained_now} "
           f"({time.perf_counter() - t0:.0f} s)")
+    if export is not None:
+        export.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(backbone.checkpoint, export)
+        command = "python scripts/train_backbone.py " + " ".join(
+            [*overrides, "--export", str(export)])
+        info = {"architecture": bb.arch, "params": OmegaConf.to_container(bb.params),
+                "recipe": OmegaConf.to_container(bb.recipe), "sha256": backbone.sha256,
+                "bytes": export.stat().st_size, "id_dataset": cfg.pair.id.dataset,
+                "id_test_accuracy": acc, "n_train": len(sets["train"]),
+                "n_id_test": len(sets["id_test"]), "command": command,
+                "use": f"ood-bench {' '.join(overrides)} backbone.checkpoint={export}"}
+        export.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+        print(f"exported to {export} (+ {export.with_suffix('.json').name})")
 
 
 if __name__ == "__main__":
