@@ -23,6 +23,7 @@ from omegaconf import OmegaConf, open_dict
 
 from benchmark.cli import CONFIG_DIR, group_options
 from benchmark.metrics import CONVENTION
+from benchmark.report_sweep import GROUP_ORDER
 from benchmark.tables import frame_to_markdown
 
 REPO = CONFIG_DIR.parent
@@ -243,7 +244,9 @@ def _runs_section(spec: dict, runs: dict[str, RunResult]) -> list[str]:
                      f"[{spec['name']}_runs/{run_name}/manifest.json]"
                      f"({spec['name']}_runs/{run_name}/manifest.json)")
         skipped = m.get("skipped_ood_sets", {})
-        for group in sorted({g for g in res.groups.values() if g}):
+        rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+        present = {g for g in res.groups.values() if g}
+        for group in sorted(present, key=lambda g: (rank.get(g, 99), g)):
             used = [o for o, g in res.groups.items() if g == group and o not in skipped]
             lines.append(f"  - {group} OOD sets: {', '.join(used) or 'none'}")
         for ood, reason in skipped.items():
