@@ -109,8 +109,10 @@ Traps and how they are handled
   MCD and Gram draw random numbers; they run under a forked RNG seeded by ``seed``.
 
 Parameters are constructor parameters, pinned to pytorch-ood 0.4.0 defaults except where there is
-none (ViM ``d`` = 64, DICE ``p`` = 0.7, WeightedEBO ``weights``), where the default depends on the
-model (Gram ``num_poles_list`` = [1, 2, 3] instead of 1..L), or a YAML-friendly form is needed:
+none (DICE ``p`` = 0.7, WeightedEBO ``weights``), where the default depends on the model (ViM
+``d`` = null: half the feature dimension, OpenOOD's ratio for ResNet-18, since ``d`` >= the
+dimension gives NaN scores; Gram ``num_poles_list`` = [1, 2, 3] instead of 1..L), or a
+YAML-friendly form is needed:
 ``detector`` (score function of ReAct/ASH/SCALE/VRA/RankFeat/LTS/DICE) is one of ``energy``,
 ``msp``, ``maxlogit``, ``entropy``; GradNorm/GradUncertainty ``param_filter`` is a list of
 parameter names (``null`` = all; pinned to ``[fc.weight]``, the last layer, as in GradNorm's
@@ -294,6 +296,17 @@ def _fc_tensors(ctx: _Context) -> tuple[Tensor, Tensor]:
     b = fc.bias.detach().clone().to(ctx.device) if fc.bias is not None else torch.zeros(
         w.shape[0], device=ctx.device)
     return w, b
+
+
+def _vim(ctx: _Context, p: dict[str, Any]) -> Any:
+    """ViM with ``d`` (principal subspace) below the feature dimension; null = half of it."""
+    dim = _fc(ctx.network).in_features
+    d = dim // 2 if p["d"] is None else int(p["d"])
+    if not 0 < d < dim:
+        raise DetectorError(f"ViM: d={d} must be between 1 and the feature dimension {dim} "
+                            "(exclusive); pytorch-ood returns NaN scores otherwise. Use d: null "
+                            "(half the feature dimension) or a smaller d")
+    return pod.ViM(None, d, *_fc_tensors(ctx))
 
 
 def _fc_copy(ctx: _Context) -> nn.Linear:
@@ -731,8 +744,7 @@ _SPECS: list[Spec] = [
           lambda c, p: pod.GMM(None, reg=p["reg"]), "features", labels="used"),
     _spec(pod.KNN, "knn", _Features, {"k": 50, "normalize": True},
           lambda c, p: pod.KNN(None, k=p["k"], normalize=p["normalize"]), "features"),
-    _spec(pod.ViM, "vim", _Features, {"d": 64},
-          lambda c, p: pod.ViM(None, p["d"], *_fc_tensors(c)), "features + fc weight/bias"),
+    _spec(pod.ViM, "vim", _Features, {"d": None}, _vim, "features + fc weight/bias"),
     _spec(pod.DICE, "dice", _Features, {"p": 0.7, "detector": "energy"},
           lambda c, p: pod.DICE(None, *_fc_tensors(c), p=p["p"],
                                 detector=_score_function("DICE", p["detector"])),

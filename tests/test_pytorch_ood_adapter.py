@@ -471,6 +471,9 @@ def test_clear_errors(world):
         adapter.build("KNN", {}).fit(world.fit.subset(np.arange(20)), world.net)
     with pytest.raises(DetectorError, match=r"detector='bogus' is not one of"):
         adapter.build("ReAct", {"detector": "bogus"})
+    with pytest.raises(DetectorError, match="ViM: d=128 must be between 1 and the feature "
+                       "dimension 128"):  # pytorch-ood itself returns all-NaN scores here
+        adapter.build("ViM", {"d": 128}).fit(world.fit, world.net)
 
 
 def test_table_and_configs_agree():
