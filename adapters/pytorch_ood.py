@@ -111,8 +111,9 @@ Traps and how they are handled
 Parameters are constructor parameters, pinned to pytorch-ood 0.4.0 defaults except where there is
 none (DICE ``p`` = 0.7, WeightedEBO ``weights``), where the default depends on the model (ViM
 ``d`` = null: half the feature dimension, OpenOOD's ratio for ResNet-18, since ``d`` >= the
-dimension gives NaN scores; Gram ``num_poles_list`` = [1, 2, 3] instead of 1..L), or a
-YAML-friendly form is needed:
+dimension gives NaN scores; ODIN/MahalanobisODIN ``norm_std`` = ``network``: the backbone's input
+std, so ``eps`` is in pixel units as in the paper and OpenOOD; Gram ``num_poles_list`` =
+[1, 2, 3] instead of 1..L), or a YAML-friendly form is needed:
 ``detector`` (score function of ReAct/ASH/SCALE/VRA/RankFeat/LTS/DICE) is one of ``energy``,
 ``msp``, ``maxlogit``, ``entropy``; GradNorm/GradUncertainty ``param_filter`` is a list of
 parameter names (``null`` = all; pinned to ``[fc.weight]``, the last layer, as in GradNorm's
@@ -307,6 +308,15 @@ def _vim(ctx: _Context, p: dict[str, Any]) -> Any:
                             "(exclusive); pytorch-ood returns NaN scores otherwise. Use d: null "
                             "(half the feature dimension) or a smaller d")
     return pod.ViM(None, d, *_fc_tensors(ctx))
+
+
+def _norm_std(ctx: _Context, value: Any) -> list[float] | None:
+    """``"network"``: the backbone's input std, so ``eps`` is a step in pixel units as in the
+    ODIN paper and OpenOOD; ``null``: pytorch-ood's default (a step in normalised units)."""
+    if value == "network":
+        std = ctx.network.input_std
+        return [float(s) for s in std] if std is not None else None
+    return None if value is None else [float(s) for s in value]
 
 
 def _fc_copy(ctx: _Context) -> nn.Linear:
@@ -805,14 +815,16 @@ _SPECS: list[Spec] = [
           _make_gram, "inputs (full maps of monitored layers, hooked)", needs_model=True,
           labels="every class", adapter_params=frozenset({"seed"})),
     # ---- live model
-    _spec(pod.MahalanobisODIN, "mahalanobis_odin", _Model, {"eps": 0.002, "norm_std": None},
+    _spec(pod.MahalanobisODIN, "mahalanobis_odin", _Model,
+          {"eps": 0.002, "norm_std": "network"},
           lambda c, p: pod.MahalanobisODIN(_m(c, "MahalanobisODIN").forward_features,
-                                           eps=p["eps"], norm_std=p["norm_std"]),
+                                           eps=p["eps"], norm_std=_norm_std(c, p["norm_std"])),
           "fit: features; score: inputs", needs_model=True, labels="every class",
           fit_on_features=True),
-    _spec(pod.ODIN, "odin", _Model, {"eps": 0.0014, "temperature": 1000.0, "norm_std": None},
+    _spec(pod.ODIN, "odin", _Model,
+          {"eps": 0.0014, "temperature": 1000.0, "norm_std": "network"},
           lambda c, p: pod.ODIN(_m(c, "ODIN"), eps=p["eps"], temperature=p["temperature"],
-                                norm_std=p["norm_std"]),
+                                norm_std=_norm_std(c, p["norm_std"])),
           "inputs", needs_model=True),
     _spec(pod.GradNorm, "gradnorm", _Model,
           {"param_filter": ["fc.weight"], "micro_batch_size": 32, "temperature": 1.0},

@@ -337,6 +337,23 @@ def test_cached_path_equals_pytorch_ood_end_to_end(world, name):
                                    err_msg=f"{name} on {split}")
 
 
+def test_odin_step_is_in_pixel_units_like_openood(world):
+    """norm_std: network divides the gradient by the backbone's input std (ODIN paper, OpenOOD)."""
+    std = (0.3081,)
+    net = Network(world.model, torch.device("cpu"), 10, batch_size=BATCH, input_std=std)
+    ours = adapter.build("ODIN", {}).fit(world.fit, net).score(world.id, net)
+    x, _ = world.raw["id"]
+    gaps = {}
+    for norm_std in (list(std), None):
+        ref = pod.ODIN(copy.deepcopy(world.model).eval(), eps=0.0014, temperature=1000.0,
+                       norm_std=norm_std)
+        theirs = np.concatenate([ref.predict(x[sl]).detach().double().numpy()
+                                 for sl in _slices(len(x))])
+        gaps[str(norm_std)] = np.abs(ours - theirs).max()
+    # scores are ~-0.1 at T = 1000: the step size shows in the 6th decimal
+    assert gaps[str(list(std))] < 1e-8 and gaps["None"] > 1e-6, gaps
+
+
 # ---------------------------------------------------------------------------------------------
 # (b) traps
 
