@@ -315,7 +315,8 @@ def _latex(wide: pd.DataFrame) -> str:
         if isinstance(s, float):
             s = "" if pd.isna(s) else f"{s:.4f}"
         return (str(s).replace("\\", r"\textbackslash{}").replace("&", r"\&")
-                .replace("%", r"\%").replace("_", r"\_").replace("#", r"\#"))
+                .replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
+                .replace("|", r"\textbar{}"))
 
     flat = wide.reset_index()
     lines = [r"\begin{tabular}{" + "l" * wide.index.nlevels + "r" * len(wide.columns) + "}",
