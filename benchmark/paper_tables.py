@@ -27,6 +27,9 @@ from benchmark.report_sweep import GROUP_ORDER
 from benchmark.tables import frame_to_markdown
 
 REPO = CONFIG_DIR.parent
+# agreement tables: which libraries the two options of a method come from, and what "agree" means
+AGREEMENT_LIBRARIES = ["pytorch_ood", "openood"]
+AGREE_IF = {"spearman": 0.99, "auroc_difference": 0.005}
 
 
 def load_table(name: str) -> dict[str, Any]:
@@ -40,11 +43,12 @@ def load_table(name: str) -> dict[str, Any]:
 def run_config(overrides: list[str], detector_options: list[str], extra: list[str]):
     """The run's config with every requested detector (each composed from its own option)."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        merged: dict[str, Any] = {}
-        for option in detector_options:
-            cfg = compose("config", overrides=[*overrides, f"detector={option}", *extra])
-            merged.update(OmegaConf.to_container(cfg.detectors))
-        cfg = compose("config", overrides=[*overrides, f"detector={detector_options[0]}", *extra])
+        composed = [compose("config", overrides=[*overrides, f"detector={option}", *extra])
+                    for option in detector_options]
+    merged: dict[str, Any] = {}
+    for one in composed:
+        merged.update(OmegaConf.to_container(one.detectors))
+    cfg = composed[0]
     with open_dict(cfg):
         cfg.detectors = merged
         ckpt = cfg.backbone.get("checkpoint")
@@ -173,8 +177,8 @@ def agreement_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.Da
     """
     from scipy.stats import spearmanr
 
-    libs = spec.get("libraries", ["pytorch_ood", "openood"])
-    limits = spec.get("agree_if", {"spearman": 0.99, "auroc_difference": 0.005})
+    libs = spec.get("libraries", AGREEMENT_LIBRARIES)
+    limits = spec.get("agree_if", AGREE_IF)
     records = []
     for run_name, res in runs.items():
         for method, (opt_a, opt_b) in spec["methods"].items():
@@ -297,7 +301,7 @@ def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
 
 def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
                         extra: list[str]) -> str:
-    limits = spec.get("agree_if", {"spearman": 0.99, "auroc_difference": 0.005})
+    limits = spec.get("agree_if", AGREE_IF)
     lines = _header(spec, extra) + [
         "Same method, same cached representations, two libraries. AUROC is the mean over the "
         "OOD sets both scored; Spearman's rho compares the two score vectors sample by sample "

@@ -299,25 +299,21 @@ def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataF
     seconds, scoring seconds per 1,000 samples."""
     if not tables["auroc"]:
         return ""
-    t = pd.concat(tables["auroc"].values())
+    t = pd.concat(tables["auroc"].values())["all"]
     tim = timing.set_index("label")
-    lines = []
 
-    def pick(lib: str, method: str) -> tuple[float, float, float] | None:
-        sub = t[(t["library"] == lib) & (t["method"] == method)]["all"].dropna()
-        if sub.empty:
-            return None
-        label = sub.index[0]
+    def cells(label: str) -> tuple[float, float, float]:
         fit = tim.loc[label, "fit_seconds"] if label in tim.index else float("nan")
         score = tim.loc[label, "score_s_per_1000"] if label in tim.index else float("nan")
-        return float(sub.iloc[0]), float(fit), float(score)
+        return float(t.loc[[label]].dropna().iloc[0]), float(fit), float(score)
 
-    for canon, (pod_name, oo_name) in SAME_METHOD.items():
-        a, b = pick("pytorch_ood", pod_name), pick("openood", oo_name)
-        if a and b:
-            lines.append(f"| {canon} ({pod_name} / {oo_name}) | {a[0]:.4f} | {b[0]:.4f} | "
-                         f"{a[0] - b[0]:+.4f} | {a[1]:.3g} | {b[1]:.3g} | {a[2]:.3g} | "
-                         f"{b[2]:.3g} |")
+    lines = []
+    for canon, (label_a, label_b) in _same_method_labels(tables).items():
+        pod_name, oo_name = SAME_METHOD[canon]
+        a, b = cells(label_a), cells(label_b)
+        lines.append(f"| {canon} ({pod_name} / {oo_name}) | {a[0]:.4f} | {b[0]:.4f} | "
+                     f"{a[0] - b[0]:+.4f} | {a[1]:.3g} | {b[1]:.3g} | {a[2]:.3g} | "
+                     f"{b[2]:.3g} |")
     if not lines:
         return ""
     head = ("| method (pytorch-ood / OpenOOD name) | AUROC pytorch_ood | AUROC openood | "
@@ -375,7 +371,7 @@ def scrub_paths(out: Path) -> None:
             continue
         text = f.read_text()
         new = text.replace(repo + "/", "./").replace(repo, ".").replace(home + "/", "~/")
-        new = re.sub(r"/tmp/[^\s,'\"|)]*", "<tmp>", new)
+        new = re.sub(r"(?<![\w./~-])/tmp/[^\s,'\"|)]*", "<tmp>", new)  # absolute /tmp only
         if new != text:
             f.write_text(new)
 

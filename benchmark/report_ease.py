@@ -58,6 +58,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adapters.registry import ADAPTER_MODULES, INSTALL_HINTS
+from benchmark.manifest import display_path
 from benchmark.report_sweep import frame_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,7 +315,6 @@ if me is None and out["import_ok"]:
 for skip in (me, host):
     needed.pop(skip, None)
 direct_dists = {d for d, mods in needed.items() if set(mods) & direct}
-out["direct"] = sorted(direct_dists)
 out["unmapped_modules"] = unmapped
 if me is not None and me in dists:
     d = dists[me]
@@ -631,7 +631,7 @@ def measure_library(library: str, pythons: dict[str, str], repeats: int = 3,
                                       if n_find is not None and sig["source_lines"] else None)
         rec["ruff_top_rules"] = ", ".join(f"{k} {v}" for k, v in list(per_rule.items())[:6])
         rec["ruff_note"] = note
-        rec["package_dir"] = str(pkg_dir)
+        rec["package_dir"] = display_path(_display(pkg_dir))
     return rec
 
 

@@ -48,11 +48,11 @@ def load_scores(coll: Collection) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def _figure(width: float, height: float) -> tuple[Figure, object]:
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, object]:
     """A figure on the Agg canvas (no pyplot, no global backend switch)."""
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return fig, fig.subplots(1, ncols)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -65,9 +65,7 @@ def roc_plot(scores: dict[str, dict[str, np.ndarray]], aurocs: pd.DataFrame, ood
              path: Path, zoom_fpr: float = 0.2) -> Path | None:
     """Full ROC (left) and its low-FPR corner (right); one colour per detector, one line
     style per library."""
-    fig = Figure(figsize=(12, 5.6))
-    FigureCanvasAgg(fig)
-    ax, zoom = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
+    fig, (ax, zoom) = _figure(12, 5.6, ncols=2)
     lib_style = {lib: LINESTYLES[i % len(LINESTYLES)] for i, lib in enumerate(colours)}
     cmap = matplotlib.colormaps["tab20"]
     curves = []

@@ -25,7 +25,6 @@ Probes (the detector is fitted on a seeded subset of the run's fit split, ``fit_
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import subprocess
@@ -51,7 +50,15 @@ from benchmark.features import extract
 from benchmark.metrics import compute_metrics
 from benchmark.report_sweep import Collection, Run
 from benchmark.representations import Network, Representations
-from benchmark.run import InvalidScores, checked_scores, needs_feature_maps, prepare
+from benchmark.run import (
+    InvalidScores,
+    Prepared,
+    checked_scores,
+    fit_detector,
+    needs_feature_maps,
+    prepare,
+    private_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,7 @@ class ProbeFailure(RuntimeError):
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ProbeFailure):
+    if isinstance(exc, ProbeFailure | InvalidScores):  # the runner's score check: an error cell
         return str(exc)
     return f"raised {type(exc).__name__}: {exc}".replace("\n", " ")[:400]
 
@@ -184,7 +191,6 @@ class ProbeData:
     """Every split the probes score, with model-ready inputs attached."""
 
     fit: Representations
-    calibration: Representations
     mixed: Representations  # ID test subset then OOD subset
     mixed_x: torch.Tensor
     mixed_y: torch.Tensor
@@ -192,11 +198,7 @@ class ProbeData:
     ood_name: str
     nan: Representations
     constant: Representations
-    fit_labels: np.ndarray
-    model: torch.nn.Module
-    device: torch.device
-    num_classes: int
-    transform: data_mod.InputTransform
+    prep: Prepared  # backbone, device, transform: what the runner hands detectors
 
 
 def _stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -217,7 +219,7 @@ def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings
     fit_set = prep.sets["fit"].take(fit_idx, split="fit")
     fit = _with_inputs(fit_all.subset(fit_idx), fit_set, prep.transform, bs)
     id_reps, id_set = prep.reps["id_test"], prep.sets["id_test"]
-    ood_key = next(k for k in prep.reps if k.startswith("ood/"))
+    ood_key = prep.ood_keys[0]
     ood_reps, ood_set = prep.reps[ood_key], prep.sets[ood_key]
     mixed = _concat(id_reps, ood_reps)
     mixed_x = torch.cat([prep.transform(id_set.images), prep.transform(ood_set.images)])
@@ -238,41 +240,21 @@ def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings
                             prep.backbone.sha256, tmp_cache, prep.device, bs,
                             with_maps=need_maps)
     const_reps = _with_inputs(const_reps, const_set, prep.transform, bs)
-    return ProbeData(fit=fit, calibration=prep.reps["calibration"], mixed=mixed,
+    return ProbeData(fit=fit, mixed=mixed,
                      mixed_x=mixed_x, mixed_y=mixed_y, n_id=len(id_reps),
                      ood_name=ood_key.removeprefix("ood/"), nan=nan_reps, constant=const_reps,
-                     fit_labels=fit.labels, model=prep.backbone.model, device=prep.device,
-                     num_classes=fit_all.num_classes, transform=prep.transform)
+                     prep=prep)
 
 
 # --------------------------------------------------------------------------- probes
 
 
-def _network(d: ProbeData, batch_size: int) -> Network:
-    """The network the runner would hand a detector (extra fields only where they exist)."""
-    extra = {"input_mean": tuple(d.transform.mean), "input_std": tuple(d.transform.std)}
-    fields = inspect.signature(Network).parameters
-    return Network(copy.deepcopy(d.model).eval(), d.device, num_classes=d.num_classes,
-                   batch_size=batch_size, **{k: v for k, v in extra.items() if k in fields})
-
-
 def _fit(spec: dict[str, Any], fit: Representations, d: ProbeData, batch_size: int
          ) -> tuple[Detector, Network]:
     det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
-    net = _network(d, batch_size)
-    kwargs: dict[str, Any] = {}
-    if "calibration" in inspect.signature(det.fit).parameters:
-        kwargs["calibration"] = d.calibration
-    det.fit(fit, net, **kwargs)
+    net = private_network(d.prep, batch_size)
+    fit_detector(det, fit, d.prep.reps["calibration"], net)
     return det, net
-
-
-def _checked(det: Detector, reps: Representations, net: Network) -> np.ndarray:
-    """The runner's score check; its failures are ``error`` cells, not exceptions raised."""
-    try:
-        return checked_scores(det, reps, net)
-    except InvalidScores as exc:
-        raise ProbeFailure(str(exc)) from exc
 
 
 def _mixed(d: ProbeData, batch_size: int, perm: np.ndarray | None = None) -> Representations:
@@ -323,7 +305,7 @@ class _Prober:
         if self._base is None:
             try:
                 det, net = _fit(self.spec, self.d.fit, self.d, self.s.batch_sizes[0])
-                scores = _checked(det, _mixed(self.d, self.s.batch_sizes[0]), net)
+                scores = checked_scores(det, _mixed(self.d, self.s.batch_sizes[0]), net)
             except BaseException as exc:
                 self._base_error = exc
                 raise
@@ -338,12 +320,12 @@ class _Prober:
 
     def nan_inf_pixels(self) -> tuple[str, str]:
         det, net, _ = self.base()
-        scores = _checked(det, self.d.nan, net)
+        scores = checked_scores(det, self.d.nan, net)
         return "ok", f"finite scores{_infs(scores)}{_flagged(scores, self.threshold())}"
 
     def constant_images(self) -> tuple[str, str]:
         det, net, _ = self.base()
-        scores = _checked(det, self.d.constant, net)
+        scores = checked_scores(det, self.d.constant, net)
         return "ok", f"finite scores{_infs(scores)}{_flagged(scores, self.threshold())}"
 
     def _refit(self, keep: np.ndarray, what: str) -> tuple[str, str]:
@@ -352,7 +334,7 @@ class _Prober:
         fit.inputs = _tensor_inputs(x, torch.from_numpy(self.d.fit.labels[keep]),
                                     self.s.batch_sizes[0])
         det, net = _fit(self.spec, fit, self.d, self.s.batch_sizes[0])
-        scores = _checked(det, _mixed(self.d, self.s.batch_sizes[0]), net)
+        scores = checked_scores(det, _mixed(self.d, self.s.batch_sizes[0]), net)
         try:
             full = _auroc(self.base()[2], self.d.n_id)
         except Exception:
@@ -362,12 +344,12 @@ class _Prober:
 
     def tiny_fit(self) -> tuple[str, str]:
         rng = np.random.default_rng(self.s.seed + 1)
-        keep = _stratified(self.d.fit_labels, self.s.tiny_per_class, rng)
+        keep = _stratified(self.d.fit.labels, self.s.tiny_per_class, rng)
         return self._refit(keep, f"{len(keep)} fit rows")
 
     def missing_class(self) -> tuple[str, str]:
         c = self.s.missing_class
-        keep = np.flatnonzero(self.d.fit_labels != c)
+        keep = np.flatnonzero(self.d.fit.labels != c)
         return self._refit(keep, f"class {c} removed")
 
     def batch_invariance(self) -> tuple[str, str]:
@@ -375,15 +357,15 @@ class _Prober:
         bs = self.s.batch_sizes[1]
         perm = np.random.default_rng(self.s.seed + 2).permutation(len(self.d.mixed))
         det = self.base()[0]
-        net = _network(self.d, bs)
-        b = _checked(det, _mixed(self.d, bs, perm), net)
+        net = private_network(self.d.prep, bs)
+        b = checked_scores(det, _mixed(self.d, bs, perm), net)
         status, detail = _compare(a[perm], b, self.s.rtol)
         return status, f"batch {self.s.batch_sizes[0]} vs {bs}, shuffled: {detail}"
 
     def determinism(self) -> tuple[str, str]:
         _, _, a = self.base()
         det, net = _fit(self.spec, self.d.fit, self.d, self.s.batch_sizes[0])
-        b = _checked(det, _mixed(self.d, self.s.batch_sizes[0]), net)
+        b = checked_scores(det, _mixed(self.d, self.s.batch_sizes[0]), net)
         return _compare(a, b, self.s.rtol)
 
 

@@ -51,6 +51,15 @@ class Prepared:
     cache_hits: dict[str, bool] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def ood_keys(self) -> list[str]:
+        return [k for k in self.reps if k.startswith("ood/")]
+
+    @property
+    def scored_keys(self) -> list[str]:
+        """The splits every detector scores: ID test, then each OOD set."""
+        return ["id_test", *self.ood_keys]
+
 
 def cache_root(cfg: DictConfig) -> Path:
     return Path(cfg.cache_dir).expanduser()
@@ -143,11 +152,13 @@ def _error_text(exc: BaseException) -> str:
     return msg[:500]
 
 
-def _fit(det: Detector, prep: Prepared, net: Network) -> None:
+def fit_detector(det: Detector, fit: Representations, calibration: Representations,
+                 net: Network) -> None:
+    """``det.fit``, handing the held-out calibration split to detectors whose fit takes one."""
     kwargs: dict[str, Any] = {}
     if "calibration" in inspect.signature(det.fit).parameters:
-        kwargs["calibration"] = prep.reps["calibration"]
-    det.fit(prep.reps["fit"], net, **kwargs)
+        kwargs["calibration"] = calibration
+    det.fit(fit, net, **kwargs)
 
 
 class InvalidScores(ValueError):
@@ -196,22 +207,21 @@ def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int,
         except TimeLimitExceeded as exc:
             log.warning("%s/%s: %s", spec["library"], spec["name"], exc)
             out = DetectorOutcome()
-            keys = ["id_test"] + [k for k in prep.reps if k.startswith("ood/")]
-            out.errors = dict.fromkeys(keys, f"TimeLimitExceeded: {exc}")
+            out.errors = dict.fromkeys(prep.scored_keys, f"TimeLimitExceeded: {exc}")
     out.peak_memory_mb = memory.peak_mb
     return out
 
 
 def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
     out = DetectorOutcome()
-    split_keys = ["id_test"] + [k for k in prep.reps if k.startswith("ood/")]
+    split_keys = prep.scored_keys
     try:
         det = build_detector(spec["library"], spec["name"], spec.get("params") or {})
         out.consumes = det.consumes.value
         net = private_network(prep, batch_size)
         t0 = time.perf_counter()
         try:
-            _fit(det, prep, net)
+            fit_detector(det, prep.reps["fit"], prep.reps["calibration"], net)
         finally:
             out.fit_seconds = time.perf_counter() - t0
     except Exception as exc:
@@ -261,7 +271,7 @@ def run_detector(det_id: str, spec: DictConfig, prep: Prepared, cfg: DictConfig,
     id_reps = prep.reps["id_test"]
     id_scores = out.scores.get("id_test")
     rows = []
-    for key in (k for k in prep.reps if k.startswith("ood/")):
+    for key in prep.ood_keys:
         name = key.removeprefix("ood/")
         row: dict[str, Any] = {
             "library": spec.library, "detector": det_id, "backbone": cfg.backbone.name,

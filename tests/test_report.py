@@ -254,7 +254,7 @@ def test_ease_measures_pytorch_ood_by_code(tmp_path, monkeypatch) -> None:
     assert 0 < rec["adapter_loc"] < len(src.splitlines())
     assert rec["public_functions"] > 10 and 0 <= rec["docstring_share"] <= 1
     assert rec["ruff_per_1000_lines"] is not None and rec["source_lines"] > 1000
-    assert rec["workarounds"] == "not declared" or rec["cpu_out_of_box"] is not None
+    assert rec["cpu_out_of_box"] == rec["detectors"]  # pytorch-ood declares no CPU workaround
 
     # a new adapter appears by itself, and is reported as not installed rather than guessed
     (tmp_path / "fake_new_adapter.py").write_text(
@@ -266,3 +266,30 @@ def test_ease_measures_pytorch_ood_by_code(tmp_path, monkeypatch) -> None:
     row = frame.set_index("library").loc["newlib"]
     assert not row["installed"] and row["adapter_loc"] == 3
     assert "not installed here" in (tmp_path / "ease_of_use.md").read_text()
+
+
+def test_overall_mean_covers_near_and_far_only() -> None:
+    """Covariate-shifted and synthetic sets get their own means, outside the headline ``all``."""
+    from benchmark.report_sweep import wide_table
+
+    sets = [("tin", "near", 0.8), ("mnist", "far", 0.9), ("blur", "covariate", 0.6),
+            ("noise", "synthetic", 1.0)]
+    rows = pd.DataFrame([{"label": "d", "library": "x", "detector": "d", "method": "m",
+                          "ood_dataset": n, "ood_group": g, "status": "ok", "auroc": a}
+                         for n, g, a in sets])
+    t = wide_table(rows).loc["d"]
+    assert t["all"] == pytest.approx(0.85)
+    assert (t["near"], t["far"], t["covariate"], t["synthetic"]) == (0.8, 0.9, 0.6, 1.0)
+    assert list(t.index[3:7]) == ["tin", "mnist", "blur", "noise"]  # near, far, covariate, ...
+    only_shifts = wide_table(rows[rows.ood_group == "covariate"]).loc["d"]
+    assert only_shifts["all"] == pytest.approx(0.6)  # no semantic set: all sets
+
+
+def test_scrub_paths_makes_committed_text_portable(tmp_path) -> None:
+    from benchmark.report import scrub_paths
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "r.md").write_text(f"{repo}/results/x {Path.home()}/.cache/y /tmp/pytest-1/z "
+                                   "results/tmp/keep\n")
+    scrub_paths(tmp_path)
+    assert (tmp_path / "r.md").read_text() == "./results/x ~/.cache/y <tmp> results/tmp/keep\n"
