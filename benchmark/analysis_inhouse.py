@@ -31,7 +31,7 @@ from benchmark.inhouse.conformal import ConformalCalibrator  # noqa: E402
 from benchmark.inhouse.diagnostics import DEFAULT_ALPHAS, clopper_pearson  # noqa: E402
 from benchmark.metrics import compute_metrics  # noqa: E402
 from benchmark.representations import Network, Representations  # noqa: E402
-from benchmark.tables import frame_to_markdown  # noqa: E402
+from benchmark.tables import frame_markdown  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
                      f"{'yes' if r.alpha_in_band else 'NO'} | {res.mean()[a]:.4f} "
                      f"({res.min()[a]:.4f}-{res.max()[a]:.4f}) | {nv} |")
     lines += ["", "TPR (OOD flagged) at alpha:", "",
-              frame_to_markdown(tpr.pivot_table(index="ood_dataset", columns="alpha",
+              frame_markdown(tpr.pivot_table(index="ood_dataset", columns="alpha",
                                                 values="tpr")), ""]
     if isinstance(adapter.detector, StatisticalDetector):
         auroc, shares = layer_analysis(adapter, reps)
@@ -222,7 +222,7 @@ def analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
         shares.to_csv(folder / "layers_share.csv", index=False)
         _plot_layers(auroc, shares, det_id, folder / "layers.png")
         lines += ["Per-layer AUROC of each test's -log p alone:", "",
-                  frame_to_markdown(auroc.set_index("ood_dataset")), "",
+                  frame_markdown(auroc.set_index("ood_dataset")), "",
                   f"![layers](inhouse/{det_id}/layers.png)", ""]
     elif isinstance(adapter.detector, NeuralFP):
         lines += ["(NeuralFP: per-layer bands; no per-test AUROC breakdown.)", ""]

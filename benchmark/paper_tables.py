@@ -24,7 +24,7 @@ from omegaconf import OmegaConf, open_dict
 from benchmark.cli import CONFIG_DIR, group_options
 from benchmark.metrics import CONVENTION
 from benchmark.report_sweep import GROUP_ORDER
-from benchmark.tables import frame_to_markdown
+from benchmark.tables import frame_markdown
 
 REPO = CONFIG_DIR.parent
 # agreement tables: which libraries the two options of a method come from, and what "agree" means
@@ -271,7 +271,7 @@ def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
         "Cells: ours (published, ours - published); 'missing' = the dataset or source is "
         "not available on this machine (see below), never filled in by hand. A group column "
         "(near / far) is the mean over the group's OOD sets available here (listed below).",
-        "", frame_to_markdown(_wide(long, cols)), ""]
+        "", frame_markdown(_wide(long, cols)), ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
     lines += _runs_section(spec, runs)
@@ -307,7 +307,7 @@ def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResul
         "OOD sets both scored; Spearman's rho compares the two score vectors sample by sample "
         "(all samples; and per OOD set with the ID test set, the minimum shown). Verdict "
         f"'agree' needs rho >= {limits['spearman']} and every per-set |AUROC difference| <= "
-        f"{limits['auroc_difference']}.", "", frame_to_markdown(_agreement_wide(long)), ""]
+        f"{limits['auroc_difference']}.", "", frame_markdown(_agreement_wide(long)), ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
     lines += _runs_section(spec, runs)

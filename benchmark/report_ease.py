@@ -59,7 +59,6 @@ from tqdm.auto import tqdm
 
 from adapters.registry import ADAPTER_MODULES, INSTALL_HINTS
 from benchmark.manifest import display_path
-from benchmark.report_sweep import frame_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RUFF_RULES = "E4,E7,E9,F,B"
@@ -779,5 +778,4 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in cols if c in frame]]
 
 
-__all__ = ["write_ease", "measure_library", "code_lines", "api_signals", "workaround_counts",
-           "frame_markdown"]
+__all__ = ["write_ease", "measure_library", "code_lines", "api_signals", "workaround_counts"]

@@ -26,6 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from benchmark.metrics import CONVENTION
+from benchmark.tables import format_cell
 
 METRICS = ("auroc", "fpr95tpr", "aupr_in", "aupr_out")
 HIGHER_IS_BETTER = {"auroc": True, "fpr95tpr": False, "aupr_in": True, "aupr_out": True}
@@ -209,22 +210,6 @@ def sweep_csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- formatting
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def frame_markdown(frame: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
-    """A plain Markdown table of a frame (floats to ``digits``; NaN as ``—``)."""
-    f = frame.reset_index() if index else frame
-    head = [str(c) for c in f.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in f.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
-    return "\n".join(lines)
 
 
 def _best(table: pd.DataFrame, metric: str, cols: list[str]) -> dict[str, float]:
@@ -247,7 +232,7 @@ def markdown_table(table: pd.DataFrame, metric: str, groups: dict[str, str]) -> 
     for label, r in table.iterrows():
         cells = [str(label), str(r["library"])]
         for c in cols:
-            text = _fmt(r[c])
+            text = format_cell(r[c])
             if c in best and not pd.isna(r[c]) and math.isclose(r[c], best[c]):
                 text = f"**{text}**"
             cells.append(text)

@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.report_sweep import Collection, frame_markdown
+from benchmark.report_sweep import Collection
+from benchmark.tables import frame_markdown
 
 COLUMNS = ["label", "library", "detector", "consumes", "device", "fit_seconds",
            "score_seconds_total", "n_scored", "score_s_per_1000", "peak_memory_mb",

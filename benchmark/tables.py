@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,20 @@ def write_metric_tables(rows: list[dict[str, Any]], out_dir: Path, title: str,
     return frame
 
 
-def frame_to_markdown(frame: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
-    """A plain Markdown table (no extra dependency), floats rounded to ``digits``."""
+def format_cell(v: Any, digits: int = 4) -> str:
+    """A table cell: floats to ``digits``, NaN / None as ``—``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 4, index: bool = True) -> str:
+    """A plain Markdown table of a frame (floats to ``digits``; NaN as ``—``)."""
     f = frame.reset_index() if index else frame
-    cols = [str(c) for c in f.columns]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.{digits}f}"
-        return str(v)
-
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in f.itertuples(index=False)]
-    return "\n".join(rows)
+    head = [str(c) for c in f.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in f.itertuples(index=False):
+        lines.append("| " + " | ".join(format_cell(v, digits) for v in row) + " |")
+    return "\n".join(lines)
