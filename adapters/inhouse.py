@@ -59,7 +59,8 @@ NEURALFP_PARAMS = {
 EVIDENCE_SOURCES = {"features", "logits"}
 
 
-def _extra(rep: Representations) -> dict[str, np.ndarray]:
+def extra_arrays(rep: Representations) -> dict[str, np.ndarray]:
+    """The arrays besides layer statistics that the package's evidences read."""
     return {"features": rep.features, "logits": rep.logits}
 
 
@@ -153,25 +154,26 @@ class InhouseStatistical(InhouseDetector):
     ) -> InhouseStatistical:
         self._check(id_fit)
         fit, cal = self._splits(id_fit, calibration)
-        self.detector.fit(fit.layer_stats, fit.predictions, fit.labels, extra=_extra(fit))
-        self.detector.calibrate(cal.layer_stats, cal.predictions, extra=_extra(cal))
+        self.detector.fit(fit.layer_stats, fit.predictions, fit.labels, extra=extra_arrays(fit))
+        self.detector.calibrate(cal.layer_stats, cal.predictions, extra=extra_arrays(cal))
         self.fitted_ = True
         return self
 
     def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
         """``-log p`` of the conformal p-value, higher = more OOD."""
         self._check(split)
-        return self.detector.score(split.layer_stats, split.predictions, extra=_extra(split))
+        return self.detector.score(split.layer_stats, split.predictions, extra=extra_arrays(split))
 
     def pvalues(self, split: Representations) -> np.ndarray:
-        return self.detector.pvalues(split.layer_stats, split.predictions, extra=_extra(split))
+        return self.detector.pvalues(split.layer_stats, split.predictions,
+                                     extra=extra_arrays(split))
 
     def decide(self, split: Representations, alpha: float) -> np.ndarray:
         return self.pvalues(split) <= alpha
 
     def explain(self, split: Representations, alpha: float = 0.05) -> Explanation:
         return self.detector.explain(
-            split.layer_stats, split.predictions, alpha=alpha, extra=_extra(split)
+            split.layer_stats, split.predictions, alpha=alpha, extra=extra_arrays(split)
         )
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from adapters.inhouse import extra_arrays  # noqa: E402
 from adapters.registry import build_detector  # noqa: E402
 from benchmark.inhouse import NeuralFP, StatisticalDetector  # noqa: E402
 from benchmark.inhouse.conformal import ConformalCalibrator  # noqa: E402
@@ -37,18 +39,6 @@ log = logging.getLogger(__name__)
 
 ALPHAS = DEFAULT_ALPHAS
 DECISION_ALPHAS = (0.01, 0.05, 0.1)
-
-
-def _concat(a: Representations, b: Representations) -> Representations:
-    stats = {layer: {red: np.concatenate([a.layer_stats[layer][red], b.layer_stats[layer][red]])
-                     for red in reds} for layer, reds in a.layer_stats.items()}
-    return Representations(np.concatenate([a.logits, b.logits]),
-                           np.concatenate([a.features, b.features]),
-                           np.concatenate([a.labels, b.labels]), stats, name="calibration+test")
-
-
-def _extra(r: Representations) -> dict[str, np.ndarray]:
-    return {"features": r.features, "logits": r.logits}
 
 
 def _fpr_rows(pvalues: np.ndarray, method: str, split: str) -> list[dict[str, Any]]:
@@ -84,10 +74,10 @@ def calibration_analysis(adapter: Any, reps: dict[str, Representations], n_respl
     id_test = reps["id_test"]
     rows = _fpr_rows(adapter.pvalues(id_test), "conformal (run split)", "id_test")
     if isinstance(inner, StatisticalDetector):
-        naive = inner.naive_pvalues(id_test.layer_stats, id_test.predictions, _extra(id_test))
+        naive = inner.naive_pvalues(id_test.layer_stats, id_test.predictions, extra_arrays(id_test))
         rows += _fpr_rows(naive, f"naive {inner.across} tail (invalid)", "id_test")
-    pooled = _concat(reps["calibration"], id_test)
-    stat_all = (inner.statistic(pooled.layer_stats, pooled.predictions, _extra(pooled))
+    pooled = reps["calibration"].concat(id_test, name="calibration+test")
+    stat_all = (inner.statistic(pooled.layer_stats, pooled.predictions, extra_arrays(pooled))
                 if isinstance(inner, StatisticalDetector) else None)
     rng = np.random.default_rng(seed)
     for r in tqdm(range(n_resplits), desc="calibration resplits", leave=False):
@@ -104,7 +94,7 @@ def layer_analysis(adapter: Any, reps: dict[str, Representations]) -> tuple[pd.D
     id_test = reps["id_test"]
 
     def logp(r: Representations) -> np.ndarray:
-        return inner.test_log_pvalues(r.layer_stats, r.predictions, _extra(r))
+        return inner.test_log_pvalues(r.layer_stats, r.predictions, extra_arrays(r))
 
     id_logp = logp(id_test)
     auroc_rows, share_rows = [], []
@@ -229,13 +219,20 @@ def analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
     return "\n".join(lines)
 
 
+def _code_hash() -> str:
+    """The analysis code and the in-house package it calls: a change invalidates the cache."""
+    here = Path(__file__)
+    files = [here, *sorted((here.parent / "inhouse").glob("*.py"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+
 def _cached_analyse(det_id: str, spec: dict[str, Any], reps: dict[str, Representations],
                     network: Network, out_dir: Path, n_resplits: int, seed: int,
                     cache_key: str | None, cache_dir: Path | None) -> str:
     """``analyse``, reusing the files of an identical earlier analysis when there is one."""
     folder = out_dir / "inhouse" / det_id
     cached = None if cache_key is None or cache_dir is None else (
-        cache_dir / "analysis" / f"{cache_key}-r{n_resplits}-s{seed}")
+        cache_dir / "analysis" / f"{cache_key}-{_code_hash()}-r{n_resplits}-s{seed}")
     if cached is not None and (cached / "section.md").exists():
         shutil.copytree(cached, folder, dirs_exist_ok=True)
         return (cached / "section.md").read_text()

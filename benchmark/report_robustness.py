@@ -127,18 +127,6 @@ def _with_inputs(reps: Representations, images: data_mod.ImageSet,
     return reps
 
 
-def _concat(a: Representations, b: Representations) -> Representations:
-    stats = {layer: {red: np.concatenate([arr, b.layer_stats[layer][red]])
-                     for red, arr in reds.items()} for layer, reds in a.layer_stats.items()}
-    maps = (None if a.feature_maps is None or b.feature_maps is None
-            else np.concatenate([a.feature_maps, b.feature_maps]))
-    return Representations(
-        logits=np.concatenate([a.logits, b.logits]),
-        features=np.concatenate([a.features, b.features]),
-        labels=np.concatenate([a.labels, b.labels]), layer_stats=stats, feature_maps=maps,
-        key=f"{a.key}+{b.key}", name=a.name)
-
-
 class PerturbedTransform:
     """The backbone's transform, then 10 % of each image's pixels set to NaN, +inf or -inf.
 
@@ -221,7 +209,7 @@ def build_probe_data(cfg: DictConfig, specs: dict[str, dict[str, Any]], settings
     id_reps, id_set = prep.reps["id_test"], prep.sets["id_test"]
     ood_key = prep.ood_keys[0]
     ood_reps, ood_set = prep.reps[ood_key], prep.sets[ood_key]
-    mixed = _concat(id_reps, ood_reps)
+    mixed = id_reps.concat(ood_reps)
     mixed_x = torch.cat([prep.transform(id_set.images), prep.transform(ood_set.images)])
     mixed_y = torch.from_numpy(np.concatenate([id_set.labels, ood_set.labels]))
     # perturbed sets: through the real extraction, into a throwaway cache

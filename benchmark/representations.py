@@ -70,6 +70,19 @@ class Representations:
             inputs=None,
         )
 
+    def concat(self, other: Representations, name: str | None = None) -> Representations:
+        """These rows, then ``other``'s (feature maps only when both have them; no inputs)."""
+        stats = {layer: {red: np.concatenate([arr, other.layer_stats[layer][red]])
+                         for red, arr in reds.items()} for layer, reds in self.layer_stats.items()}
+        maps = (None if self.feature_maps is None or other.feature_maps is None
+                else np.concatenate([self.feature_maps, other.feature_maps]))
+        return Representations(
+            logits=np.concatenate([self.logits, other.logits]),
+            features=np.concatenate([self.features, other.features]),
+            labels=np.concatenate([self.labels, other.labels]), layer_stats=stats,
+            feature_maps=maps, key=f"{self.key}+{other.key}",
+            name=self.name if name is None else name)
+
 
 @dataclass
 class Network:

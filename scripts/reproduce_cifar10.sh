@@ -17,17 +17,23 @@ if [[ $what == train || $what == all ]]; then
   python scripts/train_backbone.py pair=cifar10 backbone=resnet20 --export "$ckpt"
 fi
 if [[ $what == benchmark || $what == all ]]; then
-  ood-bench pair=cifar10 backbone=resnet20 backbone.checkpoint="$ckpt" \
-    hydra.run.dir=outputs/cifar10_default
+  bench="ood-bench pair=cifar10 backbone=resnet20 backbone.checkpoint=$ckpt \
+hydra.run.dir=outputs/cifar10_default"
+  $bench
   mkdir -p results/cifar10
   cp outputs/cifar10_default/{metrics.csv,metrics.md,manifest.json,analysis_inhouse.md} \
     results/cifar10/
   cp -r outputs/cifar10_default/inhouse results/cifar10/
-  ood-bench-report outputs/cifar10_default --out results/cifar10/report --robustness
+  ood-bench-report outputs/cifar10_default --out results/cifar10/report --robustness \
+    --command "$bench"
 fi
 if [[ $what == tables || $what == all ]]; then
-  ood-bench-tables table=openood_cifar10
-  ood-bench-tables table=library_agreement
+  ood-bench-tables table=openood_cifar10 detector_time_limit_s=1200
+  ood-bench-tables table=library_agreement detector_time_limit_s=1200
+  for o in "pair=mnist backbone=lenet" \
+           "pair=cifar10_openood backbone=resnet20 backbone.checkpoint=$ckpt"; do
+    python scripts/feature_rank.py $o
+  done > results/tables/library_agreement_feature_rank.txt
 fi
 if [[ $what == libraries || $what == all ]]; then
   # capped sizes (fit 5,000, 2,000 per test set) and a 5-minute limit per detector

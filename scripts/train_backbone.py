@@ -69,6 +69,7 @@ def main(args: list[str]) -> None:
             [*overrides, "--export", str(export)])
         info = {"architecture": bb.arch, "params": OmegaConf.to_container(bb.params),
                 "recipe": OmegaConf.to_container(bb.recipe), "sha256": backbone.sha256,
+                "parameters": sum(p.numel() for p in backbone.model.parameters()),
                 "bytes": export.stat().st_size, "id_dataset": cfg.pair.id.dataset,
                 "id_test_accuracy": acc, "n_train": len(sets["train"]),
                 "n_id_test": len(sets["id_test"]), "command": command,

@@ -58,3 +58,21 @@ def test_feature_maps_on_request(root, tmp_path) -> None:
     reps, _ = extract(model, small(root, 64), T, "sha-z", tmp_path, torch.device("cpu"),
                       with_maps=True)
     assert reps.feature_maps.shape == (64, 64, 5, 5)
+
+
+def test_concat_stacks_every_array_in_order() -> None:
+    from benchmark.representations import Representations
+
+    def reps(n: int, offset: float, maps: bool) -> Representations:
+        a = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + offset
+        return Representations(a, a * 2, np.arange(n) + int(offset), {"l": {"mean": a * 3}},
+                               feature_maps=a[:, :, None, None] if maps else None, key=str(offset))
+
+    a, b = reps(3, 0, True), reps(2, 100, True)
+    ab = a.concat(b, name="both")
+    assert len(ab) == 5 and ab.name == "both" and ab.key == "0+100"
+    np.testing.assert_array_equal(ab.logits, np.concatenate([a.logits, b.logits]))
+    np.testing.assert_array_equal(ab.layer_stats["l"]["mean"][3:], b.layer_stats["l"]["mean"])
+    np.testing.assert_array_equal(ab.labels, [0, 1, 2, 100, 101])
+    assert ab.feature_maps.shape == (5, 2, 1, 1)
+    assert a.concat(reps(2, 100, False)).feature_maps is None  # only when both have them
