@@ -30,7 +30,7 @@ from adapters.inhouse import extra_arrays  # noqa: E402
 from adapters.registry import build_detector  # noqa: E402
 from benchmark.inhouse import NeuralFP, StatisticalDetector  # noqa: E402
 from benchmark.inhouse.conformal import ConformalCalibrator  # noqa: E402
-from benchmark.inhouse.diagnostics import DEFAULT_ALPHAS, clopper_pearson  # noqa: E402
+from benchmark.inhouse.diagnostics import DEFAULT_ALPHAS, fpr_curve  # noqa: E402
 from benchmark.metrics import compute_metrics  # noqa: E402
 from benchmark.representations import Network, Representations  # noqa: E402
 from benchmark.tables import frame_markdown  # noqa: E402
@@ -42,15 +42,12 @@ DECISION_ALPHAS = (0.01, 0.05, 0.1)
 
 
 def _fpr_rows(pvalues: np.ndarray, method: str, split: str) -> list[dict[str, Any]]:
-    n = len(pvalues)
-    rows = []
-    for a in ALPHAS:
-        k = int((pvalues <= a).sum())
-        lo, hi = clopper_pearson(k, n)
-        rows.append({"method": method, "split": split, "alpha": a, "fpr": k / n, "n": n,
-                     "cp_low": float(lo), "cp_high": float(hi),
-                     "alpha_in_band": bool(lo <= a <= hi), "valid": bool(k / n <= hi and a >= lo)})
-    return rows
+    c = fpr_curve(pvalues, ALPHAS)
+    return [{"method": method, "split": split, "alpha": float(a), "fpr": float(f), "n": int(n),
+             "cp_low": float(lo), "cp_high": float(hi), "alpha_in_band": bool(lo <= a <= hi),
+             "valid": bool(f <= hi and a >= lo)}
+            for a, f, n, lo, hi in zip(c["alpha"], c["fpr"], c["n"], c["lower"], c["upper"],
+                                       strict=True)]
 
 
 def _resplit_pvalues(inner: Any, pooled: Representations, n_cal: int, rng: np.random.Generator,
