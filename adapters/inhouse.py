@@ -22,12 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import DetectorError, LayerStatsDetector
+from adapters.base import DetectorError, LayerStatsDetector, LibraryInfo
 from benchmark.inhouse import Explanation, NeuralFP, StatisticalDetector, make_evidence
 from benchmark.representations import Network, Representations
 
+LIBRARY_INFO = LibraryInfo(
+    name="inhouse",
+    title="in-house",
+    package="benchmark.inhouse",
+    distribution=None,
+    pinned=None,
+    install_hint="it ships with ood-bench; reinstall with pip install -e .",
+    workarounds={},  # numpy/torch only: nothing device-specific
+    methods={"Statistical": "inhouse_statistical", "NeuralFP": "neuralfp"},
+    analyses="benchmark.studies.inhouse_analysis",
+    note="ships inside ood-bench (no own package)",
+)
 ADAPTER_PARAMS = {"calibration_fraction"}
-WORKAROUNDS: dict[str, list[str]] = {}  # numpy/torch only: nothing device-specific
 STATISTICAL_PARAMS = {
     "reductions",
     "within",
@@ -76,7 +87,7 @@ def _lists(params: dict[str, Any]) -> dict[str, Any]:
 class InhouseDetector(LayerStatsDetector):
     """Shared fit protocol: fit split -> fit, calibration split -> calibrate."""
 
-    library = "inhouse"
+    library = LIBRARY_INFO.name
     valid_params: set[str] = set()
 
     def __init__(self, name: str, **params: Any) -> None:
@@ -152,6 +163,7 @@ class InhouseStatistical(InhouseDetector):
         network: Network | None = None,
         calibration: Representations | None = None,
     ) -> InhouseStatistical:
+        self.fitted_ = False  # a failed refit leaves nothing usable behind
         self._check(id_fit)
         fit, cal = self._splits(id_fit, calibration)
         self.detector.fit(fit.layer_stats, fit.predictions, fit.labels, extra=extra_arrays(fit))
@@ -161,10 +173,12 @@ class InhouseStatistical(InhouseDetector):
 
     def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
         """``-log p`` of the conformal p-value, higher = more OOD."""
+        self.check_fitted()
         self._check(split)
         return self.detector.score(split.layer_stats, split.predictions, extra=extra_arrays(split))
 
     def pvalues(self, split: Representations) -> np.ndarray:
+        self.check_fitted()
         return self.detector.pvalues(split.layer_stats, split.predictions,
                                      extra=extra_arrays(split))
 
@@ -172,6 +186,7 @@ class InhouseStatistical(InhouseDetector):
         return self.pvalues(split) <= alpha
 
     def explain(self, split: Representations, alpha: float = 0.05) -> Explanation:
+        self.check_fitted()
         return self.detector.explain(
             split.layer_stats, split.predictions, alpha=alpha, extra=extra_arrays(split)
         )
@@ -197,6 +212,7 @@ class InhouseNeuralFP(InhouseDetector):
         network: Network | None = None,
         calibration: Representations | None = None,
     ) -> InhouseNeuralFP:
+        self.fitted_ = False
         self._check(id_fit)
         fit, cal = self._splits(id_fit, calibration)
         self.detector.fit(fit.layer_stats)
@@ -206,10 +222,12 @@ class InhouseNeuralFP(InhouseDetector):
 
     def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
         """``-log`` of the smallest per-layer two-sided p-value, higher = more OOD."""
+        self.check_fitted()
         self._check(split)
         return self.detector.score(split.layer_stats)
 
     def pvalues(self, split: Representations) -> np.ndarray:
+        self.check_fitted()
         return self.detector.pvalues(split.layer_stats)
 
     def decide(self, split: Representations, alpha: float) -> np.ndarray:

@@ -1,39 +1,122 @@
-"""Build a detector from its config entry: ``{library, name, params}``.
+"""Which detector libraries exist, their facts, and building a detector from a config entry.
 
-Each adapter module exposes ``build(name, params) -> Detector`` and ``available() -> list``;
-importing it may fail (an optional library not installed), which becomes a clear error here.
+A detector config names its library (``{library, name, params}``) in one of three ways:
+
+* a built-in adapter: ``pytorch_ood``, ``openood``, ``inhouse`` (``adapters.<name>``);
+* an adapter another package registers under the entry-point group ``ood_bench.adapters``
+  (``[project.entry-points."ood_bench.adapters"] mylib = "my_pkg.my_adapter"``);
+* any importable module path (``library: my_pkg.my_adapter``).
+
+An adapter module offers ``build(name, params) -> Detector`` and ``available() -> list[str]``,
+and ``LIBRARY_INFO`` (:class:`~adapters.base.LibraryInfo`; a plain default when it has none).
+Importing an adapter never imports its library; building a detector does, and an ImportError
+there becomes a DetectorError with the library's install hint.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from adapters.base import Detector, DetectorError
+from adapters.base import Detector, DetectorError, LibraryInfo
 
-ADAPTER_MODULES = {
-    "pytorch_ood": "adapters.pytorch_ood",
-    "openood": "adapters.openood",
-    "inhouse": "adapters.inhouse",
-}
+BUILTIN = ("pytorch_ood", "openood", "inhouse")
+ENTRY_POINT_GROUP = "ood_bench.adapters"
 
-INSTALL_HINTS = {
-    "pytorch_ood": "pip install 'pytorch-ood==0.4.0'",
-    "openood": "see README.md, section 'Installing OpenOOD' (pip install -e '.[openood]' plus "
-    "OpenOOD itself from its GitHub repository, pinned commit)",
-    "inhouse": "it ships with ood-bench; reinstall with pip install -e .",
-}
+
+def _entry_points() -> dict[str, str]:
+    return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def libraries() -> list[str]:
+    """Every library known without being named: the built-in ones, then entry points."""
+    return list(dict.fromkeys([*BUILTIN, *_entry_points()]))
+
+
+def module_path(library: str) -> str:
+    """The adapter module of ``library`` (built-in, entry point, or the name itself)."""
+    if library in BUILTIN:
+        return f"adapters.{library}"
+    return _entry_points().get(library, library)
+
+
+def adapter_module(library: str) -> ModuleType:
+    """The imported adapter module; DetectorError when there is none by that name."""
+    path = module_path(library)
+    if path not in sys.modules:
+        try:
+            found = importlib.util.find_spec(path) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise DetectorError(
+                f"unknown detector library {library!r}; valid: {', '.join(libraries())}, or "
+                "the path of an importable adapter module (library: my_pkg.my_adapter)")
+    try:
+        return importlib.import_module(path)
+    except ImportError as exc:
+        raise DetectorError(f"adapter {path!r} of library {library!r} failed to import: "
+                            f"{exc}") from exc
+
+
+def library_info(library: str) -> LibraryInfo:
+    """The adapter's ``LIBRARY_INFO``, or a default built from its module path."""
+    info = getattr(adapter_module(library), "LIBRARY_INFO", None)
+    if isinstance(info, LibraryInfo):
+        return info
+    return LibraryInfo(name=library, title=library, package=module_path(library).split(".")[0],
+                       distribution=None, pinned=None,
+                       install_hint=f"make {module_path(library)!r} importable")
+
+
+def available(library: str) -> list[str]:
+    return list(adapter_module(library).available())
 
 
 def build_detector(library: str, name: str, params: dict[str, Any] | None = None) -> Detector:
-    if library not in ADAPTER_MODULES:
-        raise DetectorError(
-            f"unknown detector library {library!r}; valid: {', '.join(sorted(ADAPTER_MODULES))}"
-        )
+    """A detector of ``library`` named ``name``; the library's install hint if it is missing."""
+    module = adapter_module(library)
     try:
-        module = importlib.import_module(ADAPTER_MODULES[library])
+        return module.build(name, dict(params or {}))
     except ImportError as exc:
-        raise DetectorError(
-            f"library {library!r} is not importable ({exc}); install it: {INSTALL_HINTS[library]}"
-        ) from exc
-    return module.build(name, dict(params or {}))
+        hint = library_info(library).install_hint
+        raise DetectorError(f"library {library!r} is not importable ({exc}); install it: "
+                            f"{hint}") from exc
+
+
+def installed_version(library: str) -> str:
+    """The installed version of the library's distribution ('unknown' when not installed)."""
+    info = library_info(library)
+    try:
+        return metadata.version(info.distribution or "ood-bench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def adapter_files(library: str) -> list[Path]:
+    """The adapter's source: its module, or every ``.py`` of its package."""
+    spec = importlib.util.find_spec(module_path(library))
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return []
+    origin = Path(spec.origin)
+    if origin.name == "__init__.py":
+        return sorted(origin.parent.rglob("*.py"))
+    return [origin]
+
+
+def source_files(library: str) -> list[Path]:
+    """The code that decides a library's scores: the adapter, plus the library's own package
+    when it ships with ood-bench (no distribution version would tell a change)."""
+    files = adapter_files(library)
+    info = library_info(library)
+    if info.distribution is None:
+        spec = importlib.util.find_spec(info.package)
+        if spec is not None and spec.submodule_search_locations:
+            for folder in spec.submodule_search_locations:
+                files += sorted(Path(folder).rglob("*.py"))
+    return list(dict.fromkeys(files))

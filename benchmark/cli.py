@@ -1,18 +1,27 @@
-"""``ood-bench``: the Hydra app. Bad names and missing data end in one clear message."""
+"""The console scripts: ``ood-bench`` (runs), ``ood-bench-report`` (reports), ``ood-bench-tables``
+(paper tables).
+
+Each is a thin function: check the command line (:mod:`benchmark.config_groups`), call one
+producer, print where its output is. Bad input (a config option, data, a checkpoint, a detector
+library, a table) ends in one message ``<prog>: error: ...`` and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
-import fnmatch
+import argparse
 import logging
+import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ("pair", "backbone", "detector", "data", "table")
+from benchmark.config_groups import CONFIG_DIR, ConfigError, check_overrides, expand_patterns
 
 log = logging.getLogger("ood-bench")
 
@@ -20,78 +29,142 @@ log = logging.getLogger("ood-bench")
 OmegaConf.register_new_resolver("path_safe", lambda s: str(s).replace("/", "-"), replace=True)
 
 
-def group_options(group: str) -> list[str]:
-    """Every selectable option of a config group, nested ones as ``sub/name``."""
-    root = CONFIG_DIR / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+def fail(prog: str, message: object) -> NoReturn:
+    """The one way a console script reports bad input: a message and exit code 2."""
+    log.error("%s", message)
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def is_suite(group: str, option: str) -> bool:
-    """A suite only lists other options in its defaults (e.g. detector=pytorch_ood/all)."""
-    import yaml
+@contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Turn the harness's bad-input errors into :func:`fail` (anything else is a bug)."""
+    from adapters.base import DetectorError
+    from benchmark.pipeline.backbones import BackboneError
+    from benchmark.pipeline.data import DataError
+    from benchmark.studies.paper_tables import TableError
 
-    body = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
-    return "defaults" in body and not (set(body) - {"defaults"})
-
-
-def expand_patterns(args: list[str]) -> list[str]:
-    """``detector=pytorch_ood/*`` -> every single (non-suite) option matching, comma-joined."""
-    out = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        group = key.lstrip("+~")
-        if sep and group in GROUPS and "*" in value and "(" not in value:
-            matched: list[str] = []
-            for pattern in value.split(","):
-                matched += [o for o in group_options(group)
-                            if fnmatch.fnmatchcase(o, pattern) and not is_suite(group, o)]
-            arg = f"{key}={','.join(dict.fromkeys(matched))}" if matched else arg
-        out.append(arg)
-    return out
+    try:
+        yield
+    except (DataError, BackboneError, DetectorError, ConfigError, TableError,
+            FileNotFoundError) as exc:
+        fail(prog, exc)
 
 
-def check_overrides(args: list[str]) -> str | None:
-    """A message listing valid options when a group override names one that does not exist."""
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        if key not in GROUPS or "(" in value:
-            continue
-        valid = group_options(key)
-        wrong = [v for v in value.split(",") if v and v not in valid]
-        if wrong:
-            return (f"ood-bench: error: no {key} named {', '.join(map(repr, wrong))}.\n"
-                    f"Valid {key} options: {', '.join(valid)}")
-    return None
+# --------------------------------------------------------------------------- ood-bench
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
-    from adapters.base import DetectorError
-    from benchmark.backbones import BackboneError
-    from benchmark.data import DataError
-    from benchmark.run import run
-    from benchmark.summary import print_summary
+    from benchmark.runner.run import run
+    from benchmark.runner.summary import print_summary
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    with user_errors("ood-bench"):
         frame = run(cfg, out_dir)
-    except (DataError, BackboneError, DetectorError) as exc:
-        log.error("%s", exc)
-        print(f"ood-bench: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print_summary(frame, out_dir)
 
 
 def main() -> None:
+    """``ood-bench [overrides]``: one run (or a sweep with ``-m``) of the selected detectors."""
     sys.argv[1:] = expand_patterns(sys.argv[1:])
     problem = check_overrides(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)
         raise SystemExit(2)
     app()
+
+
+# --------------------------------------------------------------------------- ood-bench-report
+
+
+def _parse_pythons(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            fail("ood-bench-report", f"--python wants library=/path/to/python, got {item!r}")
+        lib, path = item.split("=", 1)
+        out[lib] = path
+    return out
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ood-bench-report",
+        description="One report comparing the libraries of a sweep, criterion by criterion.")
+    p.add_argument("dirs", nargs="+", type=Path, help="sweep (multirun) or run directories")
+    p.add_argument("--out", type=Path, help="output folder (default results/<sweep name>)")
+    p.add_argument("--ease", action="store_true", help="measure ease of use (minutes)")
+    p.add_argument("--robustness", action="store_true", help="run the robustness probes")
+    p.add_argument("--all", action="store_true", help="--ease and --robustness")
+    p.add_argument("--python", action="append", default=[], metavar="LIB=PYTHON",
+                   help="interpreter that has LIB installed (ease of use, robustness)")
+    p.add_argument("--repeats", type=int, default=3, help="import-time repetitions")
+    p.add_argument("--offline", action="store_true", help="do not ask PyPI")
+    p.add_argument("--probe-n-id", type=int, default=500)
+    p.add_argument("--probe-n-ood", type=int, default=500)
+    p.add_argument("--probe-fit-cap", type=int, default=2000)
+    p.add_argument("--command", action="append", default=[],
+                   help="the exact command that produced the runs (repeatable); listed at the "
+                   "top of report.md instead of the lines rebuilt from Hydra's overrides")
+    return p
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """``ood-bench-report <dirs> [--out DIR] [--ease] [--robustness]``: run the requested
+    studies into the report folder, then write the report from the runs and the studies."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _report_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for d in args.dirs:
+        if not d.exists():
+            parser.error(f"{d} does not exist")
+    from benchmark.report.build import build_report, default_out
+    from benchmark.results import collect
+
+    out = args.out or default_out(args.dirs)
+    pythons = _parse_pythons(args.python)
+    with user_errors("ood-bench-report"):
+        if args.all or args.ease or args.robustness:
+            coll = collect(args.dirs)
+        if args.all or args.ease:
+            from benchmark.studies.ease.measure import write_ease
+
+            write_ease(out, pythons, args.repeats, not args.offline, coll.rows)
+        if args.all or args.robustness:
+            from benchmark.studies.robustness.probes import ProbeSettings, write_robustness
+
+            settings = ProbeSettings(n_id=args.probe_n_id, n_ood=args.probe_n_ood,
+                                     fit_cap=args.probe_fit_cap)
+            write_robustness(coll, out, settings, pythons)
+        path = build_report(
+            args.dirs, out, commands=args.command,
+            report_command="ood-bench-report " + " ".join(shlex.quote(a) for a in argv))
+    print(f"report: {path}")
+
+
+# --------------------------------------------------------------------------- ood-bench-tables
+
+
+def tables_main(argv: list[str] | None = None) -> None:
+    """``ood-bench-tables table=<name> [overrides]``: a paper table from real runs."""
+    from benchmark.config_groups import group_options
+    from benchmark.studies.paper_tables import build
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    names = [a.split("=", 1)[1] for a in args if a.startswith("table=")]
+    extra = [a for a in args if not a.startswith("table=")]
+    if not names:
+        fail("ood-bench-tables", "usage: ood-bench-tables table=<name> [hydra overrides]; "
+             "tables: " + ", ".join(group_options("table")))
+    problem = check_overrides(args, prog="ood-bench-tables")
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+    with user_errors("ood-bench-tables"):
+        for name in names:
+            print(f"table: {build(name, extra)}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from benchmark.cli import CONFIG_DIR, check_overrides
-from benchmark.run import prepare
+from benchmark.runner.run import prepare
 
 
 def main(overrides: list[str]) -> None:

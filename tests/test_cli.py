@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmark.cli import check_overrides, expand_patterns, group_options, is_suite
+from benchmark.config_groups import check_overrides, expand_patterns, group_options, is_suite
 
 
 def test_group_options_include_nested_detectors() -> None:

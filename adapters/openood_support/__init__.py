@@ -1,1 +1,0 @@
-"""Support modules of the OpenOOD adapter: device shim, networks, loaders, configs."""

@@ -1,0 +1,132 @@
+"""The one place that lists and validates config options (``configs/<group>/<option>.yaml``).
+
+Options come from the project's ``configs/`` and from every folder the user adds to Hydra's
+search path on the command line (``--config-dir DIR``, ``-cd DIR``, or
+``hydra.searchpath=[file:///DIR]``), so ``pair=mine`` from a user's own config folder is as
+valid as a shipped one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.paths import REPO
+
+CONFIG_DIR = REPO / "configs"
+GROUPS = ("pair", "backbone", "detector", "data", "table")
+
+
+class ConfigError(ValueError):
+    """A config option that does not exist or cannot be read; the message lists valid ones."""
+
+
+def _searchpath_dirs(value: str) -> list[Path]:
+    """Folders of a ``hydra.searchpath=[...]`` value (``file://`` and ``pkg://`` entries)."""
+    dirs = []
+    for item in value.strip().strip("[]").split(","):
+        item = item.strip().strip("'\"")
+        if item.startswith("file://"):
+            dirs.append(Path(item.removeprefix("file://")).expanduser())
+        elif item.startswith("pkg://"):
+            module = item.removeprefix("pkg://").replace("/", ".")
+            spec = importlib.util.find_spec(module)
+            if spec is not None and spec.submodule_search_locations:
+                dirs += [Path(p) for p in spec.submodule_search_locations]
+        elif item:
+            dirs.append(Path(item).expanduser())
+    return dirs
+
+
+def search_dirs(args: Sequence[str] = ()) -> list[Path]:
+    """The project's config folder, then the user's folders named in command-line ``args``."""
+    dirs = [CONFIG_DIR]
+    it = iter(args)
+    for arg in it:
+        if arg in ("--config-dir", "-cd"):
+            dirs.append(Path(next(it, ".")).expanduser())
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]).expanduser())
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            dirs += _searchpath_dirs(arg.split("=", 1)[1])
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def group_options(group: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
+    """Every selectable option of a config group, nested ones as ``sub/name``."""
+    found: set[str] = set()
+    for d in dirs:
+        root = Path(d) / group
+        if root.is_dir():
+            found |= {str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")}
+    return sorted(found)
+
+
+def option_file(group: str, option: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> Path:
+    """The YAML file of ``group=option`` (first folder of the search path that has it)."""
+    for d in dirs:
+        path = Path(d) / group / f"{option}.yaml"
+        if path.exists():
+            return path
+    valid = ", ".join(group_options(group, dirs))
+    raise ConfigError(f"no {group} named {option!r}. Valid {group} options: {valid}")
+
+
+def read_option(group: str, option: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> dict[str, Any]:
+    """The parsed YAML of ``group=option``."""
+    path = option_file(group, option, dirs)
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def is_suite(group: str, option: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> bool:
+    """A suite only lists other options in its defaults (e.g. detector=pytorch_ood/all)."""
+    body = read_option(group, option, dirs)
+    return "defaults" in body and not (set(body) - {"defaults"})
+
+
+def detector_entries(option: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> dict[str, Any]:
+    """``{detector id: {library, name, params}}`` of a single-detector option."""
+    return dict(read_option("detector", option, dirs).get("detectors") or {})
+
+
+def expand_patterns(args: list[str]) -> list[str]:
+    """``detector=pytorch_ood/*`` -> every single (non-suite) option matching, comma-joined."""
+    dirs = search_dirs(args)
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if sep and group in GROUPS and "*" in value and "(" not in value:
+            matched: list[str] = []
+            for pattern in value.split(","):
+                matched += [o for o in group_options(group, dirs)
+                            if fnmatch.fnmatchcase(o, pattern) and not is_suite(group, o, dirs)]
+            arg = f"{key}={','.join(dict.fromkeys(matched))}" if matched else arg
+        out.append(arg)
+    return out
+
+
+def check_overrides(args: list[str], prog: str = "ood-bench") -> str | None:
+    """A message listing valid options when a group override names one that does not exist."""
+    dirs = search_dirs(args)
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key not in GROUPS or "(" in value:
+            continue
+        valid = group_options(key, dirs)
+        wrong = [v for v in value.split(",") if v and v not in valid]
+        if wrong:
+            return (f"{prog}: error: no {key} named {', '.join(map(repr, wrong))}.\n"
+                    f"Valid {key} options: {', '.join(valid)}")
+    return None

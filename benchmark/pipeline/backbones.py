@@ -1,0 +1,227 @@
+"""Backbones: build from the zoo, train with a seeded recipe (cached), or load a checkpoint.
+
+A trained checkpoint is cached under a hash of (architecture, recipe, training data, seed), so a
+second run with the same settings reuses it. Training saves a resumable state after each epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.atomic import atomic_path
+from benchmark.pipeline.data import ImageSet, InputTransform
+from benchmark.pipeline.zoo import ARCHITECTURES
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(RuntimeError):
+    """Bad backbone configuration or unusable checkpoint; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A seeded training recipe. ``augment``: none | crop_flip (CIFAR-style)."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "none"  # none | onecycle | cosine
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    seed: int = 0
+
+
+@dataclass
+class Backbone:
+    model: nn.Module
+    name: str
+    checkpoint: Path
+    sha256: str
+    trained_now: bool
+    train_seconds: float
+
+
+def build_model(arch: str, params: dict[str, Any]) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise BackboneError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**params)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform
+              ) -> str:
+    ident = {
+        "arch": arch,
+        "params": params,
+        "recipe": recipe.__dict__,
+        "data": data.content_hash,
+        "transform": transform.describe(),
+        "format": 2,  # 2: initial weights seeded by recipe.seed
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    if kind == "none":
+        return x
+    if kind == "crop_flip":  # pad-4 random crop + horizontal flip, per sample
+        n, _, h, w = x.shape
+        padded = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+        dx = torch.randint(0, 9, (n,), generator=gen)
+        dy = torch.randint(0, 9, (n,), generator=gen)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h))
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w))
+        idx_n = torch.arange(n).view(n, 1, 1)
+        out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
+        out = out.permute(0, 3, 1, 2)
+        flip = torch.rand(n, generator=gen) < 0.5
+        out[flip] = out[flip].flip(-1)
+        return out.contiguous()
+    raise BackboneError(f"unknown augment {kind!r}; valid: none, crop_flip")
+
+
+def _optimizer(model: nn.Module, r: Recipe, steps: int):
+    if r.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    elif r.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum,
+                              weight_decay=r.weight_decay, nesterov=True)
+    else:
+        raise BackboneError(f"unknown optimizer {r.optimizer!r}; valid: adam, sgd")
+    if r.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps,
+                                                    pct_start=0.15)
+    elif r.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    elif r.schedule == "none":
+        sched = None
+    else:
+        raise BackboneError(f"unknown schedule {r.schedule!r}; valid: none, onecycle, cosine")
+    return opt, sched
+
+
+def train(model: nn.Module, data: ImageSet, transform: InputTransform, recipe: Recipe,
+          device: torch.device, state_path: Path) -> nn.Module:
+    """Seeded mini-batch training; resumes from ``state_path`` (saved after every epoch)."""
+    torch.manual_seed(recipe.seed)
+    model.to(device)
+    steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+    opt, sched = _optimizer(model, recipe, steps_per_epoch * recipe.epochs)
+    start_epoch = 0
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"]
+        log.info("resuming training from epoch %d (%s)", start_epoch, state_path)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    for epoch in range(start_epoch, recipe.epochs):
+        gen = torch.Generator().manual_seed(recipe.seed * 1000 + epoch)
+        order = torch.randperm(len(data), generator=gen).numpy()
+        model.train()
+        t_epoch, loss_sum, correct = time.perf_counter(), 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"train epoch {epoch + 1}/{recipe.epochs}",
+                   leave=False, mininterval=2)
+        for step in bar:
+            idx = np.sort(order[step * recipe.batch_size:(step + 1) * recipe.batch_size])
+            x = _augment(transform(data.images[idx]), recipe.augment, gen).to(device)
+            y = torch.from_numpy(data.labels[idx]).to(device)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        log.info("epoch %d/%d: loss %.4f, train accuracy %.4f, %.0f s", epoch + 1,
+                 recipe.epochs, loss_sum / len(data), correct / len(data),
+                 time.perf_counter() - t_epoch)
+        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict() if sched else None, "epoch": epoch + 1},
+                     state_path)
+    model.eval()
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
+    """Load a user-provided state dict (raw, or under 'state_dict' / 'model')."""
+    if not path.exists():
+        raise BackboneError(f"checkpoint {path} does not exist; set backbone.checkpoint to a "
+                            "readable .pt/.ckpt file or leave it null to train one")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "net"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise BackboneError(f"checkpoint {path} does not fit architecture "
+                            f"{type(model).__name__}: {first}") from exc
+    return model.eval()
+
+
+def get_backbone(
+    arch: str, params: dict, recipe: Recipe, train_data: ImageSet, transform: InputTransform,
+    cache_dir: Path, device: torch.device, checkpoint: str | None = None,
+) -> Backbone:
+    """The trained backbone: a user checkpoint, the cached one, or freshly trained (then cached)."""
+    torch.manual_seed(recipe.seed)  # initial weights are part of the recipe
+    model = build_model(arch, params)
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        model = load_checkpoint(model, path)
+        return Backbone(model.to(device), arch, path, file_sha256(path), False, 0.0)
+    key = cache_key(arch, params, recipe, train_data, transform)
+    folder = cache_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{arch}-{key}.pt"
+    if path.exists():
+        model = load_checkpoint(model, path)
+        return Backbone(model.to(device), arch, path, file_sha256(path), False, 0.0)
+    log.info("training %s on %s (%d images); checkpoint will be cached at %s",
+             arch, train_data.name, len(train_data), path)
+    t0 = time.perf_counter()
+    state_path = folder / f"{arch}-{key}.partial"
+    model = train(model, train_data, transform, recipe, device, state_path)
+    seconds = time.perf_counter() - t0
+    _atomic_save(model.state_dict(), path)
+    state_path.unlink(missing_ok=True)
+    return Backbone(model, arch, path, file_sha256(path), True, seconds)

@@ -1,0 +1,120 @@
+"""One forward pass per (backbone, split): logits, penultimate features, per-layer statistics.
+
+Results are cached on disk under a content key (checkpoint sha256 + data hash + transform +
+extraction settings), written atomically with a checksum, and reused by every detector and run.
+Feature maps are large, so they are stored in a separate file and only extracted on request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.atomic import load_npz, save_npz
+from benchmark.pipeline.data import ImageSet, InputTransform, batches
+from benchmark.representations import Representations
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REDUCTIONS = ("max", "mean")
+
+
+def representation_key(checkpoint_sha: str, data: ImageSet, transform: InputTransform) -> str:
+    ident = {
+        "checkpoint": checkpoint_sha,
+        "data": data.content_hash,
+        "transform": transform.describe(),
+        "reductions": REDUCTIONS,
+        "format": FORMAT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@torch.no_grad()
+def _forward(model: nn.Module, data: ImageSet, transform: InputTransform, device: torch.device,
+             batch_size: int, with_maps: bool, desc: str) -> dict[str, np.ndarray]:
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: captured.__setitem__(name, out.detach()))
+        for name, module in model.monitored_layers().items()
+    ]
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(t.float().cpu().numpy())
+
+    model.eval()
+    try:
+        n_batches = (len(data) + batch_size - 1) // batch_size
+        for x, _ in tqdm(batches(data, transform, batch_size), total=n_batches, desc=desc,
+                         leave=False, mininterval=2):
+            x = x.to(device)
+            if with_maps:  # an extra pass through the conv trunk only when maps are wanted
+                keep("feature_maps", model.forward_feature_maps(x))
+            feats = model.forward_features(x)
+            keep("logits", model.forward_head(feats))
+            keep("features", feats)
+            for name, act in captured.items():
+                flat = act.flatten(2) if act.dim() > 2 else act.unsqueeze(-1)
+                keep(f"stats/{name}/max", flat.amax(-1))
+                keep(f"stats/{name}/mean", flat.mean(-1))
+            captured.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def extract(
+    model: nn.Module,
+    data: ImageSet,
+    transform: InputTransform,
+    checkpoint_sha: str,
+    cache_dir: Path,
+    device: torch.device,
+    batch_size: int = 512,
+    with_maps: bool = False,
+) -> tuple[Representations, bool]:
+    """Representations of ``data`` and whether they came from the cache."""
+    key = representation_key(checkpoint_sha, data, transform)
+    folder = cache_dir / "representations"
+    folder.mkdir(parents=True, exist_ok=True)
+    core_path = folder / f"{key}.npz"
+    maps_path = folder / f"{key}.maps.npz"
+    core = load_npz(core_path)
+    maps = load_npz(maps_path) if with_maps else {}
+    hit = core is not None and maps is not None
+    if not hit:
+        arrays = _forward(model, data, transform, device, batch_size, with_maps,
+                          desc=f"extract {data.name}/{data.split}")
+        fmap = arrays.pop("feature_maps", None)
+        arrays["labels"] = data.labels
+        save_npz(core_path, arrays)
+        core = arrays
+        if with_maps:
+            save_npz(maps_path, {"feature_maps": fmap})
+            maps = {"feature_maps": fmap}
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for name, arr in core.items():
+        if name.startswith("stats/"):
+            _, layer, red = name.split("/")
+            stats.setdefault(layer, {})[red] = arr
+    reps = Representations(
+        logits=core["logits"],
+        features=core["features"],
+        labels=core["labels"],
+        layer_stats=stats,
+        feature_maps=maps.get("feature_maps") if with_maps else None,
+        key=key,
+        name=f"{data.name}/{data.split}",
+    )
+    return reps, hit

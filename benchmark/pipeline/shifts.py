@@ -1,0 +1,115 @@
+"""Covariate-shift sets built from an ID test set: the "corrupted upload" threats, and noise.
+
+Each shift maps uint8 N x H x W x C images to images of the same shape, seeded, with five
+severities (1 = mild ... 5 = strong), in the spirit of CIFAR-10-C. The result is an ``ImageSet``
+whose identity records the parent, the shift, its severity and seed, so caches stay correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+
+from benchmark.pipeline.data import DataError, ImageSet
+
+SEVERITY = (1, 2, 3, 4, 5)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def gaussian_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    sigma = (0.04, 0.06, 0.08, 0.09, 0.10)[severity - 1] * 2
+    x = images / 255.0 + rng.normal(0, sigma, images.shape)
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    sigma = (0.4, 0.6, 0.8, 1.0, 1.5)[severity - 1]
+    return _to_uint8(TF.gaussian_blur(_to_tensor(images), kernel_size=5, sigma=sigma))
+
+
+def jpeg(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    quality = (80, 65, 50, 30, 15)[severity - 1]
+    out = np.empty_like(images)
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(
+            buf, format="JPEG", quality=quality)
+        dec = np.asarray(Image.open(buf))
+        out[i] = dec[..., None] if dec.ndim == 2 else dec
+    return out
+
+
+def rotation(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    max_angle = (10, 20, 30, 45, 60)[severity - 1]
+    x = _to_tensor(images)
+    angles = torch.from_numpy(np.deg2rad(rng.uniform(-max_angle, max_angle, len(images))))
+    cos, sin = torch.cos(angles).float(), torch.sin(angles).float()
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return _to_uint8(out)
+
+
+def crop(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Random crop keeping a fraction of each side, resized back: zoomed-in uploads."""
+    keep = (0.9, 0.8, 0.7, 0.6, 0.5)[severity - 1]
+    x = _to_tensor(images)
+    _, _, h, w = x.shape
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+    tops = rng.integers(0, h - ch + 1, len(images))
+    lefts = rng.integers(0, w - cw + 1, len(images))
+    out = torch.stack([TF.resized_crop(img, int(t), int(left), ch, cw, [h, w], antialias=True)
+                       for img, t, left in zip(x, tops, lefts, strict=True)])
+    return _to_uint8(out)
+
+
+def uniform_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Pure noise images of the same shape (severity unused)."""
+    return rng.integers(0, 256, images.shape, dtype=np.uint8)
+
+
+def gaussian_noise_images(images: np.ndarray, severity: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Pure Gaussian noise around mid-grey (severity unused)."""
+    return (np.clip(rng.normal(0.5, 0.25, images.shape), 0, 1) * 255).round().astype(np.uint8)
+
+
+SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
+    "gaussian_noise": gaussian_noise,
+    "blur": blur,
+    "jpeg": jpeg,
+    "rotation": rotation,
+    "crop": crop,
+    "uniform_noise": uniform_noise,
+    "gaussian_noise_images": gaussian_noise_images,
+}
+
+
+def shifted(data: ImageSet, kind: str, severity: int = 3, seed: int = 0) -> ImageSet:
+    """``data`` under shift ``kind`` at ``severity``; labels kept (ID classes, shifted inputs)."""
+    if kind not in SHIFTS:
+        raise DataError(f"unknown shift {kind!r}; valid: {', '.join(SHIFTS)}")
+    if severity not in SEVERITY:
+        raise DataError(f"shift severity must be one of {SEVERITY}, got {severity}")
+    rng = np.random.default_rng([seed, severity, sum(map(ord, kind))])
+    images = SHIFTS[kind](data.images, severity, rng)
+    ident = hashlib.sha256(f"{data.content_hash}|{kind}|{severity}|{seed}".encode()).hexdigest()
+    return ImageSet(name=f"{data.name}-{kind}{severity}", split=data.split, images=images,
+                    labels=data.labels.copy(), source=f"{data.source} + shift {kind}@{severity}",
+                    _hash=ident)

@@ -1,0 +1,140 @@
+"""Build, fit and score one detector; every failure is captured as a result, never raised.
+
+Each detector gets a deep copy of the network and runs inside its own try block: a crash, a
+NaN score or a detector that runs past its time limit becomes an error for the splits it
+affects, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from adapters.base import Consumes, Detector
+from adapters.registry import build_detector
+from benchmark.representations import Network, Representations
+from benchmark.results import ID_TEST
+from benchmark.runner.prepare import Prepared, private_network
+from benchmark.runner.profiling import PeakMemory
+from benchmark.runner.time_limit import TimeLimitExceeded, time_limit
+
+log = logging.getLogger(__name__)
+
+
+def error_text(exc: BaseException) -> str:
+    """One line of at most 500 characters: the exception's type and message."""
+    msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
+    return msg[:500]
+
+
+class InvalidScores(ValueError):
+    """A detector returned the wrong number of scores, or NaN."""
+
+
+def checked_scores(det: Detector, reps: Representations, net: Network) -> np.ndarray:
+    """``det.score`` as float64, checked: one finite-or-inf score per row, no NaN."""
+    scores = np.asarray(det.score(reps, net), dtype=np.float64).ravel()
+    if len(scores) != len(reps):
+        raise InvalidScores(f"returned {len(scores)} scores for {len(reps)} samples")
+    n_nan = int(np.isnan(scores).sum())
+    if n_nan:
+        raise InvalidScores(f"returned {n_nan} NaN scores of {len(scores)}")
+    return scores
+
+
+def build(spec: dict[str, Any]) -> Detector:
+    """The detector of a config entry ``{library, name, params}``."""
+    return build_detector(spec["library"], spec["name"], spec.get("params") or {})
+
+
+@dataclass
+class DetectorOutcome:
+    """Scores per split (``id_test``, ``ood/<name>``) with timings, or the error that stopped it.
+
+    ``detector`` is the fitted detector when it was computed in this process (None when the
+    scores came from the cache or fitting failed); it is never cached.
+    """
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    fit_seconds: float = float("nan")
+    score_seconds: dict[str, float] = field(default_factory=dict)
+    consumes: str = ""
+    from_cache: bool = False
+    peak_memory_mb: float = float("nan")
+    detector: Detector | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {"fit_seconds": self.fit_seconds, "score_seconds": self.score_seconds,
+                "consumes": self.consumes, "peak_memory_mb": self.peak_memory_mb}
+
+
+def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int,
+                      time_limit_s: float | None = None) -> DetectorOutcome:
+    """Build, fit and score one detector on every split; failures are captured, not raised.
+
+    With ``time_limit_s``, a detector still busy after that many seconds (fit + scoring) is
+    stopped and recorded as failed with a TimeLimitExceeded error.
+    """
+    with PeakMemory() as memory:
+        try:
+            with time_limit(time_limit_s, f"{spec['library']}/{spec['name']}"):
+                out = _evaluate(spec, prep, batch_size)
+        except TimeLimitExceeded as exc:
+            log.warning("%s/%s: %s", spec["library"], spec["name"], exc)
+            out = DetectorOutcome()
+            out.errors = dict.fromkeys(prep.scored_keys, f"TimeLimitExceeded: {exc}")
+    out.peak_memory_mb = memory.peak_mb
+    return out
+
+
+def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
+    out = DetectorOutcome()
+    split_keys = prep.scored_keys
+    try:
+        det = build(spec)
+        out.consumes = det.consumes.value
+        net = private_network(prep, batch_size)
+        t0 = time.perf_counter()
+        try:
+            det.fit(prep.reps["fit"], net, calibration=prep.reps["calibration"])
+        finally:
+            out.fit_seconds = time.perf_counter() - t0
+    except Exception as exc:
+        log.warning("%s/%s: %s", spec["library"], spec["name"], error_text(exc))
+        log.debug("%s", traceback.format_exc())
+        out.errors = dict.fromkeys(split_keys, error_text(exc))
+        return out
+    for key in split_keys:
+        t1 = time.perf_counter()
+        try:
+            out.scores[key] = checked_scores(det, prep.reps[key], net)
+        except Exception as exc:
+            log.warning("%s/%s on %s: %s", spec["library"], spec["name"], key, error_text(exc))
+            out.errors[key] = error_text(exc)
+        out.score_seconds[key] = time.perf_counter() - t1
+        if key == ID_TEST and key in out.errors:  # nothing to compare against
+            out.errors = dict.fromkeys(split_keys, out.errors[key])
+            break
+    out.detector = det
+    return out
+
+
+def needs_feature_maps(specs: DictConfig | dict[str, dict[str, Any]]) -> bool:
+    """Whether any selected detector consumes feature maps (then they are extracted and cached)."""
+    if isinstance(specs, DictConfig):
+        specs = OmegaConf.to_container(specs, resolve=True)
+    for spec in specs.values():
+        try:
+            det = build(spec)
+        except Exception:
+            continue  # reported as a failed row later
+        if det.consumes == Consumes.FEATURE_MAPS:
+            return True
+    return False

@@ -1,0 +1,140 @@
+"""Everything detectors need, computed once per run: data splits, the backbone, and one
+forward pass per split (cached by content)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.pipeline import data as data_mod
+from benchmark.pipeline import shifts
+from benchmark.pipeline.backbones import Backbone, Recipe, get_backbone
+from benchmark.pipeline.features import extract
+from benchmark.representations import InputBatches, Network, Representations
+from benchmark.results import ID_TEST, OOD_PREFIX, ood_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything detectors need, computed once per run."""
+
+    backbone: Backbone
+    transform: data_mod.InputTransform
+    splits: data_mod.IDSplits
+    sets: dict[str, data_mod.ImageSet]
+    reps: dict[str, Representations]
+    device: torch.device
+    timings: dict[str, float] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ood_keys(self) -> list[str]:
+        return [k for k in self.reps if k.startswith(OOD_PREFIX)]
+
+    @property
+    def scored_keys(self) -> list[str]:
+        """The splits every detector scores: ID test, then each OOD set."""
+        return [ID_TEST, *self.ood_keys]
+
+
+def cache_root(cfg: DictConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_sets(
+    cfg: DictConfig,
+) -> tuple[dict[str, data_mod.ImageSet], data_mod.IDSplits, dict[str, str]]:
+    """ID train/fit/calibration/test and every OOD set, seeded subsets recorded.
+
+    OOD sets marked ``optional`` that cannot be had (no local copy, no download) are skipped;
+    the third value maps their names to the reason.
+    """
+    d, pair = cfg.data, cfg.pair
+    kw = {"root": Path(d.root).expanduser(), "download": d.download,
+          "download_dir": Path(d.download_dir).expanduser()}
+    id_train = data_mod.load(pair.id.dataset, pair.id.train_split, **kw)
+    id_test = data_mod.load(pair.id.dataset, pair.id.test_split, **kw)
+    splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
+                                     d.fit_size, d.get("train_size"))
+    sets = {
+        "train": id_train.take(splits.train, split="train"),
+        "fit": id_train.take(splits.fit, split="fit"),
+        "calibration": id_train.take(splits.calibration, split="calibration"),
+        ID_TEST: data_mod.subsample(id_test, d.max_id_test, d.split_seed),
+    }
+    skipped: dict[str, str] = {}
+    for ood_name, spec in pair.ood.items():
+        try:
+            ood = data_mod.load(spec.dataset, spec.split, **kw)
+        except data_mod.DataError as exc:
+            if not spec.get("optional", False):
+                raise
+            skipped[ood_name] = str(exc)
+            log.warning("skipping optional OOD set %s: %s", ood_name, exc)
+            continue
+        ood = data_mod.subsample(ood, d.max_ood, d.split_seed)
+        if spec.get("shift"):
+            ood = shifts.shifted(ood, spec.shift.kind, spec.shift.get("severity", 3), d.split_seed)
+        sets[ood_key(ood_name)] = ood
+    return sets, splits, skipped
+
+
+def input_transform(cfg: DictConfig) -> data_mod.InputTransform:
+    bb = cfg.backbone
+    return data_mod.InputTransform(bb.input.size, bb.input.channels, tuple(bb.input.mean),
+                                   tuple(bb.input.std))
+
+
+def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
+    """Data, backbone (trained or loaded) and the representations of every split."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    sets, splits, skipped = load_sets(cfg)
+    bb = cfg.backbone
+    transform = input_transform(cfg)
+    t_data = time.perf_counter() - t0
+    backbone = get_backbone(
+        bb.arch, OmegaConf.to_container(bb.params), Recipe(**bb.recipe), sets["train"],
+        transform, cache_root(cfg), device, bb.checkpoint,
+    )
+    t_backbone = time.perf_counter() - t0 - t_data
+    reps: dict[str, Representations] = {}
+    hits: dict[str, bool] = {}
+    t1 = time.perf_counter()
+    for name in ["fit", "calibration", ID_TEST] + [k for k in sets if k.startswith(OOD_PREFIX)]:
+        reps[name], hits[name] = extract(
+            backbone.model, sets[name], transform, backbone.sha256, cache_root(cfg), device,
+            cfg.data.batch_size, with_maps=need_maps,
+        )
+        reps[name].inputs = input_batches(sets[name], transform, cfg.data.batch_size)
+    timings = {"data_seconds": t_data, "backbone_seconds": t_backbone,
+               "extraction_seconds": time.perf_counter() - t1}
+    return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped)
+
+
+def input_batches(images: data_mod.ImageSet, transform: data_mod.InputTransform,
+                  batch_size: int) -> InputBatches:
+    """Model-ready batches of ``images``, re-created on every call (never cached)."""
+    return lambda: data_mod.batches(images, transform, batch_size)
+
+
+def private_network(prep: Prepared, batch_size: int) -> Network:
+    """A deep copy of the backbone, in eval mode, for one detector alone to use (or mutate)."""
+    return Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
+                   num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
+                   input_mean=prep.transform.mean, input_std=prep.transform.std)

@@ -1,0 +1,128 @@
+"""The runner: data -> backbone -> cached representations -> detectors -> metric tables.
+
+One forward pass per split (``prepare``), then every detector in turn (``evaluate``), its
+scores reused from the score cache when an identical computation ran before; libraries that
+offer analyses get them on the detectors just fitted (``analyses``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from adapters.registry import libraries
+from benchmark.pipeline.data import DataError
+from benchmark.pipeline.metrics import accuracy, compute_metrics
+from benchmark.results import ID_TEST, OOD_PREFIX, save_scores
+from benchmark.runner import score_cache
+from benchmark.runner.analyses import Fitted, hook, write_analyses
+from benchmark.runner.evaluate import (
+    DetectorOutcome,
+    error_text,
+    evaluate_detector,
+    needs_feature_maps,
+)
+from benchmark.runner.manifest import write_manifest
+from benchmark.runner.prepare import Prepared, cache_root, prepare, private_network
+from benchmark.runner.tables import write_metric_tables
+
+log = logging.getLogger(__name__)
+
+
+def outcome_with_cache(spec: dict[str, Any], key: str, prep: Prepared, cfg: DictConfig
+                       ) -> DetectorOutcome:
+    """Reuse cached scores of an identical earlier computation, else compute (and cache)."""
+    use_cache = bool(cfg.get("cache_scores", True))
+    if use_cache and (hit := score_cache.load(cache_root(cfg), key)) is not None:
+        scores, meta = hit
+        return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
+                               score_seconds=meta["score_seconds"], consumes=meta["consumes"],
+                               from_cache=True,
+                               peak_memory_mb=meta.get("peak_memory_mb", float("nan")))
+    out = evaluate_detector(spec, prep, cfg.data.batch_size,
+                            cfg.get("detector_time_limit_s"))
+    if use_cache and not out.errors:
+        score_cache.save(cache_root(cfg), key, out.scores, out.meta())
+    return out
+
+
+def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: Prepared,
+                cfg: DictConfig) -> list[dict[str, Any]]:
+    """Metric rows of one detector over every OOD set (``failed`` rows carry the error)."""
+    id_reps = prep.reps[ID_TEST]
+    id_scores = out.scores.get(ID_TEST)
+    rows = []
+    for key in prep.ood_keys:
+        name = key.removeprefix(OOD_PREFIX)
+        row: dict[str, Any] = {
+            "library": spec["library"], "detector": det_id, "backbone": cfg.backbone.name,
+            "id_dataset": cfg.pair.id.dataset, "ood_dataset": name,
+            "ood_group": cfg.pair.ood[name].group,
+            "id_accuracy": accuracy(id_reps.predictions, id_reps.labels),
+            "fit_seconds": out.fit_seconds, "score_seconds": out.score_seconds.get(key),
+            "id_score_seconds": out.score_seconds.get(ID_TEST), "n_id": len(id_reps),
+            "n_ood": len(prep.reps[key]), "consumes": out.consumes, "from_cache": out.from_cache,
+            "peak_memory_mb": out.peak_memory_mb, "device": prep.device.type,
+            "method": spec["name"],
+        }
+        if key in out.errors:
+            row.update(status="failed", error=out.errors[key])
+        else:
+            try:
+                row.update(compute_metrics(id_scores, out.scores[key]))
+                row.update(status="ok", error="")
+            except Exception as exc:
+                row.update(status="failed", error=error_text(exc))
+        rows.append(row)
+    return rows
+
+
+def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
+    """Run every detector in ``cfg.detectors``; write tables, scores and manifest to out_dir."""
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    specs: dict[str, dict[str, Any]] = OmegaConf.to_container(cfg.detectors, resolve=True)
+    if not specs:
+        raise DataError("no detectors selected; pick some with detector=<option>")
+    prep = prepare(cfg, needs_feature_maps(specs))
+    id_acc = accuracy(prep.reps[ID_TEST].predictions, prep.reps[ID_TEST].labels)
+    log.info("backbone %s: ID test accuracy %.4f (checkpoint %s)", cfg.backbone.name, id_acc,
+             prep.backbone.checkpoint)
+    settings = OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True)
+    analysed = {lib for lib in {s["library"] for s in specs.values()}
+                if settings.get(lib, True) and hook(lib) is not None}
+    rep_keys = {name: reps.key for name, reps in prep.reps.items()}
+    rows: list[dict[str, Any]] = []
+    fitted: dict[str, dict[str, Fitted]] = {lib: {} for lib in analysed}
+    t_det = time.perf_counter()
+    for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
+        key = score_cache.score_key(spec, rep_keys, prep.device.type)
+        out = outcome_with_cache(spec, key, prep, cfg)
+        rows.extend(metric_rows(det_id, spec, out, prep, cfg))
+        if out.scores:
+            save_scores(out_dir, det_id, out.scores)
+        if spec["library"] in analysed:
+            fitted[spec["library"]][det_id] = Fitted(spec, out.detector, key)
+    prep.timings["detectors_seconds"] = time.perf_counter() - t_det
+    if analysed:
+        t_an = time.perf_counter()
+        net = private_network(prep, cfg.data.batch_size)
+        cache = cache_root(cfg) if cfg.get("cache_scores", True) else None
+        toggles = set(libraries()) | {s["library"] for s in specs.values()}
+        options = {k: v for k, v in settings.items() if k not in toggles}
+        for library in sorted(analysed):
+            write_analyses(library, fitted[library], prep.reps, net, out_dir,
+                           {**options, "seed": cfg.seed}, cache)
+        prep.timings["analysis_seconds"] = time.perf_counter() - t_an
+    prep.timings["total_seconds"] = time.perf_counter() - t_start
+    frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
+                                skipped=prep.skipped)
+    write_manifest(cfg, prep, id_acc, out_dir)
+    return frame

@@ -1,0 +1,361 @@
+"""``ood-bench-tables table=<name>``: regenerate a paper table from ood-bench runs.
+
+A table config (``configs/table/<name>.yaml``) lists the runs (Hydra overrides), the rows
+(label -> detector option) and the columns (run, OOD set), plus published reference values.
+An agreement table (``kind: agreement``) lists methods by their canonical id (``msp``,
+``energy``, ... as in each adapter's ``LIBRARY_INFO.methods``) and the two libraries to compare;
+each method's option in each library is found from the detector configs.
+Each run goes through the normal runner, so every cache is reused; the table puts our number
+beside the published one with the difference, and says "missing" (with the reason) where a
+source or dataset is not available, never inventing a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from adapters.registry import library_info
+from benchmark.config_groups import (
+    CONFIG_DIR,
+    ConfigError,
+    detector_entries,
+    group_options,
+    is_suite,
+    read_option,
+)
+from benchmark.paths import REPO, in_repo
+from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
+from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
+
+# what "agree" means in an agreement table, unless the table says otherwise
+AGREE_IF = {"spearman": 0.99, "auroc_difference": 0.005}
+
+
+class TableError(ValueError):
+    """A table config that names what does not exist; the message says what does."""
+
+
+def load_table(name: str) -> dict[str, Any]:
+    try:
+        return read_option("table", name)
+    except ConfigError as exc:
+        raise TableError(str(exc)) from exc
+
+
+def method_option(library: str, method: str) -> str:
+    """The detector option of ``library`` that runs canonical method ``method``."""
+    info = library_info(library)
+    found = []
+    for option in group_options("detector"):
+        if not option.startswith(f"{library}/") or is_suite("detector", option):
+            continue
+        for entry in detector_entries(option).values():
+            if entry.get("library") == library and info.method(entry.get("name")) == method:
+                found.append(option)
+    if not found:
+        raise TableError(f"{library} has no detector option for method {method!r}")
+    exact = [o for o in found if o == f"{library}/{method}"]
+    if len(found) > 1 and not exact:
+        raise TableError(f"{library}: several options run method {method!r}: {found}")
+    return (exact or found)[0]
+
+
+def agreement_pairs(spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``{label: (option a, option b)}``: a method id resolved in each of the two libraries,
+    or an explicit pair of options."""
+    libs = spec["libraries"]
+    pairs = {}
+    for label, method in spec["methods"].items():
+        if isinstance(method, str):
+            pairs[label] = (method_option(libs[0], method), method_option(libs[1], method))
+        else:
+            pairs[label] = (str(method[0]), str(method[1]))
+    return pairs
+
+
+def run_config(overrides: list[str], detector_options: list[str], extra: list[str]):
+    """The run's config with every requested detector (each composed from its own option)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        composed = [compose("config", overrides=[*overrides, f"detector={option}", *extra])
+                    for option in detector_options]
+    merged: dict[str, Any] = {}
+    for one in composed:
+        merged.update(OmegaConf.to_container(one.detectors))
+    cfg = composed[0]
+    with open_dict(cfg):
+        cfg.detectors = merged
+        if cfg.backbone.get("checkpoint"):  # committed checkpoints work from any directory
+            cfg.backbone.checkpoint = in_repo(cfg.backbone.checkpoint)
+    return cfg
+
+
+def detector_id(option: str) -> str:
+    return next(iter(detector_entries(option)))
+
+
+@dataclass
+class RunResult:
+    """One table run: its metric rows, manifest, output folder and OOD-set groups."""
+
+    frame: pd.DataFrame
+    manifest: dict[str, Any]
+    out: Path
+    groups: dict[str, str]  # every OOD set of the pair (skipped ones too) -> near/far/...
+
+    def scores(self, det: str) -> dict[str, np.ndarray]:
+        return load_scores(self.out, det)
+
+
+def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[str],
+             out_root: Path, runs_root: Path) -> dict[str, RunResult]:
+    """Every run of the table through the normal runner (caches reused); manifests kept."""
+    from benchmark.runner.run import run
+
+    results = {}
+    for run_name, run_spec in spec["runs"].items():
+        cfg = run_config(run_spec["overrides"], options, extra)
+        out = runs_root / name / run_name
+        print(f"[{name}] run {run_name}: {' '.join(run_spec['overrides'] + extra)}")
+        frame = run(cfg, out)
+        keep = out_root / f"{name}_runs" / run_name
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in ("manifest.json", "metrics.csv", "metrics.md"):
+            (keep / f).write_bytes((out / f).read_bytes())
+        groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
+        results[run_name] = RunResult(frame, read_manifest(out), out, groups)
+    return results
+
+
+def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tables",
+          spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables"
+          ) -> Path:
+    spec = spec or load_table(name)
+    if spec.get("kind", "cells") == "agreement":
+        options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
+        runs = _run_all(name, spec, options, extra, out_root, runs_root)
+        long = agreement_records(spec, runs)
+        markdown = _agreement_markdown(spec, long, runs, extra)
+        wide = _agreement_wide(long)
+    else:
+        runs = _run_all(name, spec, list(spec["detectors"].values()), extra, out_root,
+                        runs_root)
+        long = cell_records(spec, runs)
+        markdown = _markdown(spec, long, runs, extra)
+        wide = _wide(long, [c["label"] for c in spec["columns"]])
+    out_root.mkdir(parents=True, exist_ok=True)
+    long.to_csv(out_root / f"{name}.csv", index=False)
+    (out_root / f"{name}.md").write_text(markdown)
+    (out_root / f"{name}.tex").write_text(_latex(wide))
+    return out_root / f"{name}.md"
+
+
+def _one_set(frame: pd.DataFrame, det: str, ood: str, metric: str, skipped: dict[str, str]
+             ) -> tuple[float | None, str]:
+    hit = frame[(frame.detector == det) & (frame.ood_dataset == ood)]
+    if len(hit) and hit.status.iloc[0] == "ok":
+        return float(hit[metric].iloc[0]), "ok"
+    if ood in skipped:
+        return None, "missing: dataset not available here (needs a download)"
+    if len(hit):
+        return None, f"failed: {hit.error.iloc[0]}"
+    return None, "missing: not in the run"
+
+
+def _column_value(col: dict[str, Any], det: str, metric: str, res: RunResult
+                  ) -> tuple[float | None, str]:
+    """One OOD set's metric, or the mean over the available sets of an OOD group."""
+    skipped = res.manifest.get("skipped_ood_sets", {})
+    if "ood" in col:
+        return _one_set(res.frame, det, col["ood"], metric, skipped)
+    members = [o for o, g in res.groups.items() if g == col["group"] and o not in skipped]
+    if not members:
+        return None, f"missing: no {col['group']} OOD set available here"
+    values = [_one_set(res.frame, det, o, metric, skipped) for o in members]
+    bad = [status for _, status in values if status != "ok"]
+    if bad:
+        return None, bad[0]
+    return float(np.mean([v for v, _ in values])), "ok"
+
+
+def cell_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Long table: one record per (row, column) with ours, published, difference, status."""
+    published = spec.get("published", {})
+    records = []
+    for label, option in spec["detectors"].items():
+        det = detector_id(option)
+        for j, col in enumerate(spec["columns"]):
+            metric = col.get("metric", spec.get("metric", "auroc"))
+            ours, status = _column_value(col, det, metric, runs[col["run"]])
+            pub = (published.get(label) or [None] * len(spec["columns"]))[j]
+            records.append({"row": label, "column": col["label"], "metric": metric,
+                            "ours": ours, "published": pub,
+                            "difference": None if ours is None or pub is None else ours - pub,
+                            "status": status})
+    return pd.DataFrame(records)
+
+
+def agreement_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
+    """Same method from two libraries on the same run: AUROC of each and score agreement.
+
+    Spearman's rho is computed on the scores of every sample both scored (ID test and all OOD
+    sets together), and per OOD set on that set plus the ID test set.
+    """
+    from scipy.stats import spearmanr
+
+    libs = spec["libraries"]
+    limits = spec.get("agree_if", AGREE_IF)
+    pairs = agreement_pairs(spec)
+    records = []
+    for run_name, res in runs.items():
+        for method, (opt_a, opt_b) in pairs.items():
+            det_a, det_b = detector_id(opt_a), detector_id(opt_b)
+            rec: dict[str, Any] = {"run": run_name, "method": method,
+                                   f"detector {libs[0]}": det_a, f"detector {libs[1]}": det_b}
+            frame = res.frame
+            ok = {}
+            for lib, det in ((libs[0], det_a), (libs[1], det_b)):
+                rows = frame[frame.detector == det]
+                ok[lib] = rows[rows.status == "ok"].set_index("ood_dataset").auroc
+                if not len(ok[lib]):
+                    errors = rows.error.dropna()
+                    rec["status"] = (f"failed: {lib}: {errors.iloc[0]}" if len(errors)
+                                     else f"missing: {lib} not in the run")
+            sets = sorted(set(ok[libs[0]].index) & set(ok[libs[1]].index))
+            sa, sb = res.scores(det_a), res.scores(det_b)
+            if "status" in rec or not sets or ID_TEST not in sa or ID_TEST not in sb:
+                rec.setdefault("status", "missing: no OOD set scored by both")
+                records.append(rec)
+                continue
+            diff = (ok[libs[0]][sets] - ok[libs[1]][sets]).abs()
+            keys = [ID_TEST] + [ood_key(s) for s in sets]
+            rho_all = spearmanr(np.concatenate([sa[k] for k in keys]),
+                                np.concatenate([sb[k] for k in keys])).statistic
+            rho_sets = [spearmanr(np.concatenate([sa[ID_TEST], sa[ood_key(s)]]),
+                                  np.concatenate([sb[ID_TEST], sb[ood_key(s)]])).statistic
+                        for s in sets]
+            agree = (rho_all >= limits["spearman"]
+                     and diff.max() <= limits["auroc_difference"])
+            rec.update({f"AUROC {libs[0]}": float(ok[libs[0]][sets].mean()),
+                        f"AUROC {libs[1]}": float(ok[libs[1]][sets].mean()),
+                        "AUROC difference": float((ok[libs[0]][sets]
+                                                   - ok[libs[1]][sets]).mean()),
+                        "max |AUROC difference| over sets": float(diff.max()),
+                        "Spearman rho (all samples)": float(rho_all),
+                        "min Spearman rho over sets": float(np.min(rho_sets)),
+                        "OOD sets": len(sets),
+                        "verdict": "agree" if agree else "DISAGREE",
+                        "status": "ok"})
+            records.append(rec)
+    return pd.DataFrame(records)
+
+
+def _cell(r: pd.Series) -> str:
+    if r.ours is None or pd.isna(r.ours):
+        return "missing" if r.status.startswith("missing") else "failed"
+    text = f"{r.ours:.4f}"
+    if r.published is not None and not pd.isna(r.published):
+        text += f" ({r.published:.4f}, {r.difference:+.4f})"
+    return text
+
+
+def _wide(long: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    wide = long.assign(cell=long.apply(_cell, axis=1)).pivot(index="row", columns="column",
+                                                             values="cell")
+    return wide.loc[list(dict.fromkeys(long.row)), cols]
+
+
+def _runs_section(spec: dict, runs: dict[str, RunResult]) -> list[str]:
+    lines = ["## Runs", ""]
+    for run_name, res in runs.items():
+        m = res.manifest
+        lines.append(f"- **{run_name}**: backbone {m['backbone']['name']}, ID test accuracy "
+                     f"{m['backbone']['id_test_accuracy']:.4f}, checkpoint sha256 "
+                     f"`{m['backbone']['sha256'][:16]}…`; manifest: "
+                     f"[{spec['name']}_runs/{run_name}/manifest.json]"
+                     f"({spec['name']}_runs/{run_name}/manifest.json)")
+        skipped = m.get("skipped_ood_sets", {})
+        rank = {g: i for i, g in enumerate(GROUP_ORDER)}
+        present = {g for g in res.groups.values() if g}
+        for group in sorted(present, key=lambda g: (rank.get(g, 99), g)):
+            used = [o for o, g in res.groups.items() if g == group and o not in skipped]
+            lines.append(f"  - {group} OOD sets: {', '.join(used) or 'none'}")
+        for ood, reason in skipped.items():
+            lines.append(f"  - {ood} skipped: {reason}")
+    return lines
+
+
+def _header(spec: dict, extra: list[str]) -> list[str]:
+    return [f"# {spec.get('title', spec['name'])}", "",
+            f"Command: `ood-bench-tables table={spec['name']}{' ' if extra else ''}"
+            f"{' '.join(extra)}`", "", f"> {CONVENTION}", ""]
+
+
+def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+              extra: list[str]) -> str:
+    cols = [c["label"] for c in spec["columns"]]
+    lines = _header(spec, extra) + [
+        "Cells: ours (published, ours - published); 'missing' = the dataset or source is "
+        "not available on this machine (see below), never filled in by hand. A group column "
+        "(near / far) is the mean over the group's OOD sets available here (listed below).",
+        "", frame_markdown(_wide(long, cols)), ""]
+    if spec.get("notes"):
+        lines += [spec["notes"].strip(), ""]
+    lines += _runs_section(spec, runs)
+    notes = sorted(set(long.status) - {"ok"})
+    if notes:
+        lines += ["", "## Not ok", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+AGREEMENT_COLUMNS = ["AUROC {a}", "AUROC {b}", "AUROC difference",
+                     "max |AUROC difference| over sets", "Spearman rho (all samples)",
+                     "min Spearman rho over sets", "verdict"]
+
+
+def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
+    libs = [c.removeprefix("detector ") for c in long.columns if c.startswith("detector ")]
+    cols = [c.format(a=libs[0], b=libs[1]) for c in AGREEMENT_COLUMNS]
+    wide = long.copy()
+    for c in cols:
+        if c not in wide:
+            wide[c] = None
+    wide["verdict"] = [v if s == "ok" else s for v, s in zip(wide.verdict, wide.status,
+                                                               strict=True)]
+    index = ["run", "method"] if wide.run.nunique() > 1 else ["method"]
+    return wide.set_index(index)[cols]
+
+
+def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+                        extra: list[str]) -> str:
+    limits = spec.get("agree_if", AGREE_IF)
+    lines = _header(spec, extra) + [
+        "Same method, same cached representations, two libraries. AUROC is the mean over the "
+        "OOD sets both scored; Spearman's rho compares the two score vectors sample by sample "
+        "(all samples; and per OOD set with the ID test set, the minimum shown). Verdict "
+        f"'agree' needs rho >= {limits['spearman']} and every per-set |AUROC difference| <= "
+        f"{limits['auroc_difference']}.", "", frame_markdown(_agreement_wide(long)), ""]
+    if spec.get("notes"):
+        lines += [spec["notes"].strip(), ""]
+    lines += _runs_section(spec, runs)
+    return "\n".join(lines) + "\n"
+
+
+def _latex(wide: pd.DataFrame) -> str:
+    def esc(v: Any) -> str:
+        if isinstance(v, float):
+            v = "" if pd.isna(v) else f"{v:.4f}"
+        return tex_escape(v)
+
+    flat = wide.reset_index()
+    return latex_tabular([esc(c) for c in flat.columns],
+                         ([esc(v) for v in values] for values in flat.itertuples(index=False)),
+                         "l" * wide.index.nlevels + "r" * len(wide.columns))
+
+

@@ -1,0 +1,89 @@
+"""Backbones: seeded and resumable training, cache keys, user checkpoints, OpenOOD layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.pipeline import backbones, data
+from benchmark.pipeline.backbones import BackboneError, Recipe, get_backbone, load_checkpoint, train
+from benchmark.pipeline.zoo import LeNet, ResNet18, ResNet20
+
+T = data.InputTransform(28, 1, (0.1307,), (0.3081,))
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(root):
+    return data.subsample(data.load("mnist", "train", root), 512, seed=1)
+
+
+def _weights(model) -> np.ndarray:
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
+
+
+def _seeded_lenet(seed: int) -> LeNet:
+    torch.manual_seed(seed)
+    return LeNet()
+
+
+def test_resumed_training_equals_uninterrupted(tiny, tmp_path, monkeypatch) -> None:
+    recipe = Recipe(epochs=2, batch_size=64, schedule="onecycle", seed=3)
+    straight = train(_seeded_lenet(0), tiny, T, recipe, CPU, tmp_path / "a.partial")
+
+    class Interrupted(Exception):
+        pass
+
+    original = backbones._atomic_save
+
+    def save_then_die(obj, path):  # the process dies right after saving epoch 1
+        original(obj, path)
+        raise Interrupted
+
+    state = tmp_path / "b.partial"
+    monkeypatch.setattr(backbones, "_atomic_save", save_then_die)
+    with pytest.raises(Interrupted):
+        train(_seeded_lenet(0), tiny, T, recipe, CPU, state)
+    monkeypatch.setattr(backbones, "_atomic_save", original)
+    assert torch.load(state, weights_only=False)["epoch"] == 1
+    resumed = train(_seeded_lenet(99), tiny, T, recipe, CPU, state)  # init is overwritten
+    assert np.allclose(_weights(straight), _weights(resumed), atol=1e-6)
+
+
+def test_cache_reuses_checkpoint_and_key_tracks_recipe(tiny, tmp_path) -> None:
+    recipe = Recipe(epochs=1, batch_size=128, seed=0)
+    first = get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU)
+    again = get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU)
+    assert first.trained_now and not again.trained_now and first.sha256 == again.sha256
+    other = get_backbone("lenet", {}, Recipe(epochs=1, batch_size=128, seed=1), tiny, T,
+                         tmp_path, CPU)
+    assert other.trained_now and other.checkpoint != first.checkpoint
+
+
+def test_user_checkpoint_loads_and_bad_one_is_explained(tmp_path) -> None:
+    model = LeNet()
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    loaded = load_checkpoint(LeNet(), path)
+    assert np.array_equal(_weights(loaded), _weights(model))
+    torch.save(ResNet20().state_dict(), tmp_path / "wrong.pt")
+    with pytest.raises(BackboneError, match="does not fit architecture LeNet"):
+        load_checkpoint(LeNet(), tmp_path / "wrong.pt")
+    with pytest.raises(BackboneError, match="does not exist"):
+        load_checkpoint(LeNet(), tmp_path / "missing.pt")
+
+
+def test_resnet18_state_dict_matches_openood_layout() -> None:
+    keys = set(ResNet18().state_dict())
+    expected = {"conv1.weight", "bn1.weight", "fc.weight", "fc.bias",
+                "layer2.0.shortcut.0.weight", "layer2.0.shortcut.1.running_var",
+                "layer4.1.conv2.weight", "layer4.1.bn2.num_batches_tracked"}
+    assert expected <= keys and not any(k.startswith("stem") for k in keys)
+    openood = pytest.importorskip("openood.networks", reason="OpenOOD not installed: layout-only")
+    theirs = openood.ResNet18_32x32(num_classes=10).eval()
+    ours = ResNet18().eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)

@@ -1,0 +1,70 @@
+"""Harness metrics equal pytorch-ood's OODMetrics, including with heavily tied scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_ood.metrics import OODMetrics
+
+from benchmark.pipeline.metrics import accuracy, compute_metrics
+
+
+def reference(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
+    m = OODMetrics()
+    scores = torch.tensor(np.r_[id_scores, ood_scores])
+    labels = torch.tensor(np.r_[np.zeros(len(id_scores)), -np.ones(len(ood_scores))]).long()
+    m.update(scores, labels)
+    out = m.compute()
+    return {"auroc": out["AUROC"], "aupr_in": out["AUPR-IN"], "aupr_out": out["AUPR-OUT"],
+            "fpr95tpr": out["FPR95TPR"]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("ties", ["none", "rounded", "few_levels"])
+def test_matches_pytorch_ood(seed: int, ties: str) -> None:
+    rng = np.random.default_rng(seed)
+    id_scores = rng.normal(0, 1, 700)
+    ood_scores = rng.normal(0.8, 1.3, 400)
+    if ties == "rounded":
+        id_scores, ood_scores = np.round(id_scores), np.round(ood_scores)
+    elif ties == "few_levels":
+        id_scores = rng.integers(0, 3, 700).astype(float)
+        ood_scores = rng.integers(1, 4, 400).astype(float)
+    ours = compute_metrics(id_scores, ood_scores)
+    for key, value in reference(id_scores, ood_scores).items():
+        assert ours[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_perfect_and_inverted_separation() -> None:
+    id_scores, ood_scores = np.zeros(50), np.ones(30)
+    m = compute_metrics(id_scores, ood_scores)
+    assert m["auroc"] == 1.0 and m["fpr95tpr"] == 0.0 and m["detection_accuracy"] == 1.0
+    m = compute_metrics(ood_scores[:30] * 0 + 1, id_scores[:30] * 0)  # OOD scored lower: worst
+    assert m["auroc"] == 0.0 and m["fpr95tpr"] == 1.0
+
+
+def test_fpr95_counts_id_flagged_at_95_percent_tpr() -> None:
+    # 20 OOD at 1..20, ID at 0.5 (below all OOD) and 10.5 (above 10 OOD): to detect 95 % of OOD
+    # (19 of 20), the threshold must be <= 2, which flags the ID sample at 10.5 only.
+    ood = np.arange(1, 21, dtype=float)
+    m = compute_metrics(np.array([0.5, 10.5]), ood)
+    assert m["fpr95tpr"] == 0.5
+
+
+def test_youden_threshold_metrics() -> None:
+    m = compute_metrics(np.array([0.0, 0.1, 0.2, 0.9]), np.array([0.8, 0.95, 1.0]))
+    # best cut flags >= 0.8: all 3 OOD, 1 ID (0.9) -> precision 3/4, recall 1
+    assert m["detection_threshold"] == 0.8
+    assert m["detection_precision"] == pytest.approx(0.75)
+    assert m["detection_recall"] == 1.0
+    assert m["detection_accuracy"] == pytest.approx(6 / 7)
+
+
+def test_nan_scores_are_rejected() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        compute_metrics(np.array([0.0, np.nan]), np.array([1.0]))
+
+
+def test_accuracy() -> None:
+    assert accuracy(np.array([1, 2, 3]), np.array([1, 2, 0])) == pytest.approx(2 / 3)

@@ -1,0 +1,171 @@
+"""Paper tables: our numbers from real runs beside published ones; missing sets say so."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmark.config_groups import CONFIG_DIR, group_options
+from benchmark.studies.paper_tables import (
+    TableError,
+    agreement_pairs,
+    build,
+    load_table,
+    method_option,
+)
+from tests import markdown
+
+SMALL = ["data.train_size=3000", "data.fit_size=1000", "data.calibration_size=1000",
+         "data.max_id_test=300", "data.max_ood=300", "backbone.recipe.epochs=1"]
+
+
+def test_committed_table_configs_load() -> None:
+    spec = load_table("neuralfp")
+    assert len(spec["columns"]) == 6
+    assert spec["published"]["NeuralFP (in-house reimplementation)"][0] == 0.9826
+    cifar = load_table("openood_cifar10")
+    assert cifar["published"]["KNN (OpenOOD)"][:2] == [0.9064, 0.9296]
+    assert cifar["published"]["KNN (pytorch-ood)"][:2] == [0.9064, 0.9296]
+
+
+@pytest.mark.parametrize("name", group_options("table"))
+def test_every_table_names_existing_options(name: str) -> None:
+    """Rows and columns point at detector options and runs that exist (typos fail here)."""
+    spec = load_table(name)
+    options = ([o for pair in agreement_pairs(spec).values() for o in pair]
+               if spec.get("kind") == "agreement" else list(spec["detectors"].values()))
+    for option in options:
+        assert (CONFIG_DIR / "detector" / f"{option}.yaml").exists(), option
+    for col in spec.get("columns", []):
+        assert col["run"] in spec["runs"]
+    for label, values in spec.get("published", {}).items():
+        assert label in spec["detectors"] and len(values) == len(spec["columns"])
+
+
+def test_unknown_table_lists_valid_ones() -> None:
+    with pytest.raises(TableError, match="Valid table options: .*neuralfp"):
+        load_table("nope")
+
+
+def test_agreement_methods_resolve_to_each_librarys_option() -> None:
+    """Canonical method ids (LIBRARY_INFO.methods) pick the option in each library."""
+    pairs = agreement_pairs(load_table("library_agreement"))
+    assert pairs["Energy"] == ("pytorch_ood/energy", "openood/ebo")
+    assert pairs["Mahalanobis"] == ("pytorch_ood/mahalanobis", "openood/mds")
+    assert pairs["MSP"] == ("pytorch_ood/msp", "openood/msp")
+    assert method_option("openood", "rmd") == "openood/rmds"
+    with pytest.raises(TableError, match="no detector option for method 'clip'"):
+        method_option("pytorch_ood", "clip")
+
+
+def test_table_from_a_real_run(root, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = {
+        "name": "tiny", "metric": "auroc",
+        "runs": {"m": {"overrides": ["pair=mnist_neuralfp", "backbone=lenet"]}},
+        "detectors": {"MSP": "pytorch_ood/msp", "Energy": "pytorch_ood/energy"},
+        "columns": [{"run": "m", "ood": "cifar10", "label": "MNIST / CIFAR-10"},
+                    {"run": "m", "ood": "svhn", "label": "MNIST / SVHN"}],
+        "published": {"MSP": [0.9, 0.8]},
+    }
+    md = build("tiny", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "tiny.csv")
+    msp = long[(long.row == "MSP") & (long.column == "MNIST / CIFAR-10")].iloc[0]
+    run_rows = pd.read_csv(tmp_path / "tables" / "tiny_runs" / "m" / "metrics.csv")
+    ours = run_rows[(run_rows.detector == "pytorch_ood_msp")
+                    & (run_rows.ood_dataset == "cifar10")].auroc.iloc[0]
+    assert msp.ours == pytest.approx(ours) and msp.difference == pytest.approx(ours - 0.9)
+    svhn = long[long.column == "MNIST / SVHN"]
+    if "svhn" not in set(run_rows.ood_dataset):  # offline: the set is skipped, never invented
+        assert svhn.ours.isna().all() and svhn.status.str.startswith("missing").all()
+    text = md.read_text()
+    assert "MNIST / CIFAR-10" in text and "manifest.json" in text
+    assert (tmp_path / "tables" / "tiny.tex").read_text().count(r"\\") == 3
+    # the rendered table shows each CSV cell under its own row and column
+    (rows, *_) = markdown.tables(text)
+    cell = {r["row"]: r for r in rows}
+    assert cell["MSP"]["MNIST / CIFAR-10"] == f"{ours:.4f} (0.9000, {ours - 0.9:+.4f})"
+    energy = long[(long.row == "Energy") & (long.column == "MNIST / CIFAR-10")].ours.iloc[0]
+    assert cell["Energy"]["MNIST / CIFAR-10"] == f"{energy:.4f}"
+    # the rendered table shows each CSV cell under its own row and column
+    (rows, *_) = markdown.tables(text)
+    cell = {r["row"]: r for r in rows}
+    assert cell["MSP"]["MNIST / CIFAR-10"] == f"{ours:.4f} (0.9000, {ours - 0.9:+.4f})"
+    energy = long[(long.row == "Energy") & (long.column == "MNIST / CIFAR-10")].ours.iloc[0]
+    assert cell["Energy"]["MNIST / CIFAR-10"] == f"{energy:.4f}"
+
+
+def test_group_columns_average_the_groups_sets(root, tmp_path, monkeypatch) -> None:
+    """A near/far column is the mean of that group's sets in the run, per metric."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = {
+        "name": "groups",
+        "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet"]}},
+        "detectors": {"Energy": "pytorch_ood/energy"},
+        "columns": [{"run": "m", "group": "near", "metric": "auroc", "label": "near AUROC"},
+                    {"run": "m", "group": "far", "metric": "fpr95tpr", "label": "far FPR"},
+                    {"run": "m", "group": "covariate", "label": "covariate AUROC"}],
+        "published": {"Energy": [0.5, None, None]},
+    }
+    md = build("groups", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "groups.csv").set_index("column")
+    rows = pd.read_csv(tmp_path / "tables" / "groups_runs" / "m" / "metrics.csv")
+    near = rows[rows.ood_group == "near"]
+    far = rows[rows.ood_group == "far"]
+    assert len(near) == 2 and len(far) == 1  # Fashion-MNIST + notMNIST; CIFAR-10
+    assert long.loc["near AUROC", "ours"] == pytest.approx(near.auroc.mean())
+    assert long.loc["near AUROC", "difference"] == pytest.approx(near.auroc.mean() - 0.5)
+    assert long.loc["far FPR", "ours"] == pytest.approx(far.fpr95tpr.iloc[0])
+    assert long.loc["far FPR", "metric"] == "fpr95tpr"
+    assert pd.isna(long.loc["covariate AUROC", "ours"])  # the pair has no such set
+    assert long.loc["covariate AUROC", "status"].startswith("missing: no covariate")
+    assert "near OOD sets: fashionmnist, notmnist" in md.read_text()
+
+
+def _agreement_spec(methods: dict, libraries: list[str]) -> dict:
+    return {"name": "agree", "kind": "agreement", "libraries": libraries,
+            "agree_if": {"spearman": 0.99, "auroc_difference": 0.005},
+            "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet"]}},
+            "methods": methods}
+
+
+def test_agreement_table_separates_equal_and_different_scores(root, tmp_path,
+                                                               monkeypatch) -> None:
+    """Identical detectors agree (rho = 1, difference 0); MSP vs KNN is flagged."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = _agreement_spec({"same": ["pytorch_ood/msp", "pytorch_ood/msp"],
+                            "different": ["pytorch_ood/msp", "pytorch_ood/knn"],
+                            "broken": ["pytorch_ood/msp", "pytorch_ood/mcd"]}, ["a", "b"])
+    md = build("agree", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv").set_index("method")
+    same, diff = long.loc["same"], long.loc["different"]
+    assert same["Spearman rho (all samples)"] == pytest.approx(1.0)
+    assert same["AUROC difference"] == 0 and same.verdict == "agree"
+    rows = pd.read_csv(tmp_path / "tables" / "agree_runs" / "m" / "metrics.csv")
+    knn = rows[(rows.detector == "pytorch_ood_knn") & (rows.status == "ok")].auroc.mean()
+    assert diff["AUROC b"] == pytest.approx(knn)
+    assert diff["Spearman rho (all samples)"] < 0.99 and diff.verdict == "DISAGREE"
+    assert long.loc["broken"].status.startswith("failed: b: ")  # MCD: LeNet has no dropout
+    text = md.read_text()
+    assert "DISAGREE" in text and "failed: b:" in text and "manifest.json" in text
+
+
+def test_committed_agreement_table_runs_with_openood(root, openood, tmp_path, monkeypatch
+                                                    ) -> None:
+    """MSP and Energy from OpenOOD and pytorch-ood on the same cached logits rank identically."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    committed = load_table("library_agreement")
+    methods = {m: committed["methods"][m] for m in ("MSP", "Energy")}  # canonical ids
+    build("agree", SMALL, out_root=tmp_path / "tables",
+          spec=_agreement_spec(methods, committed["libraries"]), runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv").set_index("method")
+    for method in methods:
+        assert long.loc[method, "Spearman rho (all samples)"] > 0.9999
+        assert long.loc[method, "verdict"] == "agree"
