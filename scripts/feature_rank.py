@@ -14,8 +14,8 @@ import sys
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from benchmark.cli import CONFIG_DIR, check_overrides
-from benchmark.runner.run import prepare
+from benchmark.config_groups import CONFIG_DIR, check_overrides
+from benchmark.runner.prepare import prepare
 
 
 def main(overrides: list[str]) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from benchmark.cli import CONFIG_DIR, check_overrides
+from benchmark.config_groups import CONFIG_DIR, check_overrides
 from benchmark.pipeline.backbones import Recipe, get_backbone
 from benchmark.pipeline.data import InputTransform, batches
-from benchmark.runner.run import cache_root, load_sets, resolve_device
+from benchmark.runner.prepare import cache_root, load_sets, resolve_device
 
 
 def main(args: list[str]) -> None:

@@ -52,6 +52,29 @@ def test_fpr95_counts_id_flagged_at_95_percent_tpr() -> None:
     assert m["fpr95tpr"] == 0.5
 
 
+def test_fpr95_takes_the_first_cut_that_reaches_95_percent() -> None:
+    """Exactly 95 % of OOD above a cut that also flags 4 of 10 ID: FPR 0.4 at that cut; the
+    next cut down (every ID flagged) would say 1.0."""
+    ood = np.r_[np.full(19, 10.0), 0.0]
+    id_scores = np.r_[np.full(4, 10.0), np.full(6, -1.0)]
+    m = compute_metrics(id_scores, ood)
+    assert m["fpr95tpr"] == pytest.approx(0.4)
+    # ties enter together: with ID tied to the OOD scores at the cut, they are all flagged
+    tied = compute_metrics(np.r_[np.full(4, 10.0), np.full(6, 0.0)], ood)
+    assert tied["fpr95tpr"] == pytest.approx(0.4)
+    more = compute_metrics(np.r_[np.full(4, 10.0), np.full(6, 0.0)], np.r_[ood[:19], 0.0, 0.0])
+    assert more["fpr95tpr"] == pytest.approx(1.0)  # 19 of 21 OOD = 90 %: the cut moves to 0
+
+
+def test_aupr_in_and_out_are_not_interchangeable() -> None:
+    """AUPR-In ranks ID as positive (low scores), AUPR-Out OOD (high scores)."""
+    m = compute_metrics(np.array([0.0, 0.1, 0.2, 0.3, 0.9]), np.array([0.8, 1.0]))
+    assert m["aupr_out"] != pytest.approx(m["aupr_in"])
+    flipped = compute_metrics(-np.array([0.8, 1.0]), -np.array([0.0, 0.1, 0.2, 0.3, 0.9]))
+    assert flipped["aupr_in"] == pytest.approx(m["aupr_out"])
+    assert flipped["aupr_out"] == pytest.approx(m["aupr_in"])
+
+
 def test_youden_threshold_metrics() -> None:
     m = compute_metrics(np.array([0.0, 0.1, 0.2, 0.9]), np.array([0.8, 0.95, 1.0]))
     # best cut flags >= 0.8: all 3 OOD, 1 ID (0.9) -> precision 3/4, recall 1

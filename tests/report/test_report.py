@@ -100,6 +100,26 @@ def test_latex_is_a_plausible_booktabs_tabular(report) -> None:
     assert not re.search(r"(?<!\\)_", code)  # every underscore escaped
 
 
+def test_sweep_tex_shows_the_csv_cell_by_cell(report) -> None:
+    """Each LaTeX cell is its CSV value in percent, under its own column (AUROC, then FPR@95)."""
+    table = pd.read_csv(report / "sweep.csv").set_index("label")
+    tex = (report / "sweep.tex").read_text()
+    blocks = re.findall(r"\\toprule\n(.*?) \\\\\n\\midrule\n(.*?)\\bottomrule", tex, re.S)
+    assert len(blocks) == 2
+    for metric, (header, body) in zip(("auroc", "fpr95tpr"), blocks, strict=True):
+        heads = [h.strip() for h in header.split("&")]
+        columns = [h.replace("\\_", "_").split(" (")[0].removesuffix(" mean").lower()
+                   for h in heads[2:]]
+        assert columns[-3:] == ["near", "far", "all"]
+        for line in body.strip().splitlines():
+            cells = [c.strip() for c in line.removesuffix("\\\\").split("&")]
+            label = cells[0].replace("\\_", "_")
+            for column, cell in zip(columns, cells[2:], strict=True):
+                value = float(re.sub(r"\\textbf\{(.*)\}", r"\1", cell))
+                assert value == pytest.approx(100 * table.loc[label, f"{metric}_{column}"],
+                                              abs=0.005), (metric, label, column)
+
+
 def test_report_links_every_part_and_plots_are_pngs(report) -> None:
     text = (report / "report.md").read_text()
     for heading in ("Summary by criterion", "1. Sweep", "2. Timing", "3. Ease of use",

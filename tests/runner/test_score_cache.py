@@ -1,0 +1,52 @@
+"""The score cache: its key changes with everything that decides scores, and only then."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.runner import score_cache
+
+SPEC = {"library": "pytorch_ood", "name": "ReAct", "params": {"percentile": 0.9}}
+REPS = {"fit": "a", "id_test": "b", "ood/x": "c"}
+
+
+def test_key_tracks_params_representations_device_and_library() -> None:
+    key = score_cache.score_key(SPEC, REPS, "cpu")
+    assert key == score_cache.score_key(dict(SPEC), dict(REPS), "cpu")  # stable
+    other_param = {**SPEC, "params": {"percentile": 0.95}}
+    assert key != score_cache.score_key(other_param, REPS, "cpu")
+    assert key != score_cache.score_key({**SPEC, "name": "ASH"}, REPS, "cpu")
+    assert key != score_cache.score_key({**SPEC, "library": "openood"}, REPS, "cpu")
+    assert key != score_cache.score_key(SPEC, {**REPS, "ood/x": "d"}, "cpu")
+    assert key != score_cache.score_key(SPEC, REPS, "cuda")
+
+
+def test_key_tracks_the_source_that_decides_scores(monkeypatch) -> None:
+    key = score_cache.score_key(SPEC, REPS, "cpu")
+    monkeypatch.setattr(score_cache, "source_hash", lambda library: "edited")
+    assert score_cache.score_key(SPEC, REPS, "cpu") != key
+    monkeypatch.undo()
+    monkeypatch.setattr(score_cache, "installed_version", lambda library: "9.9")
+    assert score_cache.score_key(SPEC, REPS, "cpu") != key
+
+
+def test_in_house_scores_are_keyed_by_the_package_source_too() -> None:
+    """The in-house library ships with ood-bench (no distribution version to tell an edit)."""
+    from adapters.registry import source_files
+
+    names = {f.name for f in source_files("inhouse")}
+    assert {"inhouse.py", "statistical.py", "conformal.py", "combiners.py"} <= names
+    assert {f.name for f in source_files("pytorch_ood")} == {"__init__.py", "adapter.py"}
+
+
+def test_round_trip_keeps_split_keys_and_timings(tmp_path) -> None:
+    scores = {"id_test": np.arange(3.0), "ood/fashion mnist": np.ones(2)}
+    meta = {"fit_seconds": 1.5, "score_seconds": {"id_test": 0.1}, "consumes": "logits"}
+    score_cache.save(tmp_path, "k", scores, meta)
+    back, meta_back = score_cache.load(tmp_path, "k")
+    assert set(back) == set(scores) and np.array_equal(back["ood/fashion mnist"], np.ones(2))
+    assert meta_back == meta
+    assert score_cache.load(tmp_path, "other") is None
+    path = tmp_path / "scores" / "k.npz"
+    path.write_bytes(path.read_bytes()[:-40])
+    assert score_cache.load(tmp_path, "k") is None  # damaged: recomputed, never half-read

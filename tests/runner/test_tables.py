@@ -1,0 +1,30 @@
+"""``metrics.md`` shows each metric of ``metrics.csv`` under its own header."""
+
+from __future__ import annotations
+
+from benchmark.runner.tables import COLUMNS, markdown, to_frame
+from tests import markdown as md
+
+ROWS = [
+    {"library": "l", "detector": "d1", "ood_dataset": "a", "ood_group": "near", "auroc": 0.91,
+     "aupr_in": 0.81, "aupr_out": 0.71, "fpr95tpr": 0.61, "fit_seconds": 1.234,
+     "score_seconds": 0.5, "status": "ok", "error": ""},
+    {"library": "l", "detector": "d2", "ood_dataset": "b", "ood_group": "far",
+     "auroc": float("nan"), "aupr_in": float("nan"), "aupr_out": float("nan"),
+     "fpr95tpr": float("nan"), "fit_seconds": 2.0, "score_seconds": float("nan"),
+     "status": "failed", "error": "Boom: it broke"},
+]
+
+
+def test_every_cell_under_its_header_and_failures_listed() -> None:
+    frame = to_frame(ROWS)
+    assert list(frame.columns[:len(COLUMNS)]) == COLUMNS
+    text = markdown(frame, "t", skipped={"svhn": "not here"})
+    assert "higher = more OOD" in text
+    (rows,) = md.tables(text)
+    first, second = rows
+    assert (first["auroc"], first["aupr_in"], first["aupr_out"], first["fpr95tpr"]) == (
+        "0.9100", "0.8100", "0.7100", "0.6100")
+    assert first["fit_seconds"] == "1.23" and first["ood_group"] == "near"
+    assert second["auroc"] == "" and second["status"] == "failed"
+    assert "- **d2** (b): Boom: it broke" in text and "- **svhn**: not here" in text
