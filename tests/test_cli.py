@@ -29,3 +29,24 @@ def test_wrong_names_list_the_valid_ones() -> None:
     msg = check_overrides(["-m", "detector=pytorch_ood/msp,pytorch_ood/typo"])
     assert "'pytorch_ood/typo'" in msg and "pytorch_ood/msp" in msg
     assert check_overrides(["data.max_ood=10", "detectors.x.params.k=3"]) is None
+
+
+def _script(function: str, args: list[str]):
+    import subprocess
+    import sys
+
+    code = (f"import sys; from benchmark.cli import {function}; sys.argv[1:] = {args!r}; "
+            f"{function}()")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_tables_and_report_commands_fail_with_a_message(tmp_path) -> None:
+    for function, args, message in (
+            ("tables_main", ["table=nope"], "Valid table options: "),
+            ("tables_main", [], "usage: ood-bench-tables table=<name>"),
+            ("report_main", [str(tmp_path / "absent")], "does not exist"),
+            ("report_main", [str(tmp_path)], "no run (a folder with metrics.csv)")):
+        proc = _script(function, args)
+        assert proc.returncode == 2, (function, args, proc.stderr[-2000:])
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
