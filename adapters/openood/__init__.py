@@ -2,7 +2,7 @@
 
 The facts live here and in ``.specs`` (both importable without OpenOOD); the detectors in
 ``.adapter``, which imports OpenOOD when a detector is built. OpenOOD's own postprocessor values
-at the pinned commit are package data in ``postprocessors/<name>.yml``.
+at the pinned commit are package data in ``postprocessor_configs/<name>.yml``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ OpenOOD's own lifecycle is used unchanged: ``pp = Cls(config)`` (a fresh instanc
   ``{'data', 'data_aux', 'label'}`` of exactly ``batch_size`` rows (``network.batch_size``).
   ``ood_loader_dict`` is always empty: no OOD data is used to fit, and OpenOOD's automatic
   hyper-parameter search (APS, which needs OOD validation data) is never run.
-* **Config**: ``adapters/openood/postprocessors/<name>.yml`` (OpenOOD's values at the pinned
+* **Config**: ``adapters/openood/postprocessor_configs/<name>.yml`` (OpenOOD's values at the pinned
   commit); detector ``params`` override ``postprocessor_args`` keys. ``dataset.name`` is the ID
   dataset's name (from ``Representations.name`` or param ``dataset``) and is registered in
   OpenOOD's ``num_classes_dict`` (and, with ``input_std``, ``normalization_dict``) while the

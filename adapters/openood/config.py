@@ -1,6 +1,6 @@
 """Postprocessor configs from the repository's YAML, and the ID-dataset bookkeeping OpenOOD wants.
 
-``adapters/openood/postprocessors/<name>.yml`` holds the values of OpenOOD's own
+``adapters/openood/postprocessor_configs/<name>.yml`` holds the values of OpenOOD's own
 ``configs/postprocessors/<name>.yml`` at the pinned commit (the ``postprocessor`` section:
 ``name``, ``APS_mode``, ``postprocessor_args``, ``postprocessor_sweep``). OpenOOD's evaluation
 API would download a missing file from GitHub; here a missing file is an error.
@@ -25,7 +25,7 @@ import yaml
 
 from adapters.openood.compat import ensure_importable
 
-CONFIG_DIR = Path(__file__).resolve().parent / "postprocessors"  # package data
+CONFIG_DIR = Path(__file__).resolve().parent / "postprocessor_configs"  # package data
 
 
 def config_path(name: str, config_dir: Path | None = None) -> Path:

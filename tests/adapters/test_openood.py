@@ -264,6 +264,6 @@ def test_hydra_configs_cover_every_postprocessor():
         cfg = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert cfg == {"detectors": {f"openood_{name}": {
             "library": "openood", "name": name, "params": {}}}}
-        assert (REPO / "adapters" / "openood" / "postprocessors" / f"{name}.yml").exists()
+        assert (REPO / "adapters" / "openood" / "postprocessor_configs" / f"{name}.yml").exists()
     defaults = yaml.safe_load((folder / "all.yaml").read_text())["defaults"]
     assert defaults == [f"openood/{n}" for n in ALL_NAMES]
