@@ -82,11 +82,33 @@ def test_youden_threshold_metrics() -> None:
     assert m["detection_precision"] == pytest.approx(0.75)
     assert m["detection_recall"] == 1.0
     assert m["detection_accuracy"] == pytest.approx(6 / 7)
+    assert m["detection_f1"] == pytest.approx(2 * 0.75 / 1.75)
 
 
-def test_nan_scores_are_rejected() -> None:
-    with pytest.raises(ValueError, match="NaN"):
-        compute_metrics(np.array([0.0, np.nan]), np.array([1.0]))
+def test_detection_scores_at_the_youden_cut_by_hand() -> None:
+    # the best cut (J = 1 - 3/4) flags >= 0.3: all 3 OOD and the ID at 0.5, 0.9, 1.0, so
+    # precision 3/6, recall 1, F1 2/3
+    m = compute_metrics(np.array([0.5, 1.0, 0.1, 0.9]), np.array([0.3, 0.4, 0.8]))
+    assert m["detection_threshold"] == 0.3
+    assert m["detection_precision"] == pytest.approx(0.5) and m["detection_recall"] == 1.0
+    assert m["detection_f1"] == pytest.approx(2 / 3)
+    # two cuts tie at J = 0.5: the first (highest) one, >= 0.99, flags half of the OOD and no ID
+    m = compute_metrics(np.array([0.0, 0.1, 0.2, 0.9, 0.95, 0.97]),
+                        np.array([1.0, 0.99, 0.3, 0.25]))
+    assert m["detection_threshold"] == 0.99
+    assert m["detection_recall"] == pytest.approx(0.5) and m["detection_precision"] == 1.0
+    assert m["detection_f1"] == pytest.approx(2 / 3)
+    assert m["detection_accuracy"] == pytest.approx(8 / 10)
+
+
+def test_nan_and_empty_scores_are_rejected_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"scores contain NaN \(2 non-finite values\)"):
+        compute_metrics(np.array([0.0, np.nan]), np.array([1.0, np.inf]))
+    with pytest.raises(ValueError, match=r"scores contain NaN \(1 non-finite values\)"):
+        compute_metrics(np.array([0.0, 1.0]), np.array([np.nan, 2.0]))
+    for id_scores, ood_scores in (([], [1.0]), ([1.0], [])):
+        with pytest.raises(ValueError, match="need at least one ID and one OOD score"):
+            compute_metrics(np.asarray(id_scores, dtype=float), np.asarray(ood_scores))
 
 
 def test_accuracy() -> None:

@@ -21,13 +21,26 @@ def test_key_tracks_params_representations_device_and_library() -> None:
     assert key != score_cache.score_key(SPEC, REPS, "cuda")
 
 
-def test_key_tracks_the_source_that_decides_scores(monkeypatch) -> None:
-    key = score_cache.score_key(SPEC, REPS, "cpu")
-    monkeypatch.setattr(score_cache, "source_hash", lambda library: "edited")
-    assert score_cache.score_key(SPEC, REPS, "cpu") != key
-    monkeypatch.undo()
-    monkeypatch.setattr(score_cache, "installed_version", lambda library: "9.9")
-    assert score_cache.score_key(SPEC, REPS, "cpu") != key
+def test_key_tracks_the_source_and_version_of_its_own_library(monkeypatch) -> None:
+    """Editing (or upgrading) the detector's library changes its key; another library's does
+    not."""
+    def keyed(sources: dict[str, str], versions: dict[str, str]) -> str:
+        monkeypatch.setattr(score_cache, "source_hash", lambda lib: sources.get(lib, "same"))
+        monkeypatch.setattr(score_cache, "installed_version", lambda lib: versions.get(lib, "1"))
+        return score_cache.score_key(SPEC, REPS, "cpu")
+
+    key = keyed({}, {})
+    assert keyed({"pytorch_ood": "edited"}, {}) != key
+    assert keyed({"openood": "edited"}, {}) == key
+    assert keyed({}, {"pytorch_ood": "9.9"}) != key
+    assert keyed({}, {"openood": "9.9"}) == key
+
+
+def test_source_hash_is_a_digest_of_the_files() -> None:
+    digest = score_cache.source_hash("pytorch_ood")
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert digest != score_cache.source_hash("inhouse")
+    assert score_cache.source_hash("no_such_library_module") == "unavailable"
 
 
 def test_in_house_scores_are_keyed_by_the_package_source_too() -> None:
