@@ -58,10 +58,15 @@ def adapter_module(library: str) -> ModuleType:
                 f"unknown detector library {library!r}; valid: {', '.join(libraries())}, or "
                 "the path of an importable adapter module (library: my_pkg.my_adapter)")
     try:
-        return importlib.import_module(path)
+        module = importlib.import_module(path)
     except ImportError as exc:
         raise DetectorError(f"adapter {path!r} of library {library!r} failed to import: "
                             f"{exc}") from exc
+    missing = [f for f in ("build", "available") if not callable(getattr(module, f, None))]
+    if missing:
+        raise DetectorError(f"module {path!r} is not a detector adapter: it has no "
+                            f"{' or '.join(missing)} (see adapters/base.py)")
+    return module
 
 
 def library_info(library: str) -> LibraryInfo:

@@ -112,6 +112,15 @@ def test_unknown_library_is_a_clear_error(tmp_path, root, cache_dir) -> None:
     assert row.error.str.contains("unknown detector library 'no_such_adapter_module'").all()
 
 
+def test_a_module_that_is_not_an_adapter_is_named() -> None:
+    from adapters.base import DetectorError
+    from adapters.registry import build_detector
+
+    with pytest.raises(DetectorError, match="'json' is not a detector adapter: it has no "
+                       "build or available"):
+        build_detector("json", "x")
+
+
 def test_the_contract_checks_run_on_an_outside_adapter(user, world, monkeypatch) -> None:
     from adapters import registry
     from adapters.checks import ContractData, check_detector

@@ -69,12 +69,13 @@ def test_measures_pytorch_ood_from_its_library_info() -> None:
 
 def test_a_new_adapter_appears_by_itself_and_is_not_guessed(tmp_path, monkeypatch) -> None:
     (tmp_path / "fake_new_adapter.py").write_text(
-        "import numpy as np\n\n\ndef available():\n    return ['x']\n")
+        "import numpy as np\n\n\ndef available():\n    return ['x']\n\n\n"
+        "def build(name, params):\n    raise ImportError('its library is not installed')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     frame = measure.write_ease(tmp_path, repeats=1, check_pypi=False,
                                names=["fake_new_adapter"])
     row = frame.set_index("library").loc["fake_new_adapter"]
-    assert not row["installed"] and row["adapter_loc"] == 3 and row["detectors"] == 1
+    assert not row["installed"] and row["adapter_loc"] == 5 and row["detectors"] == 1
     records = ease_part.read(tmp_path)
     table = ease_part.write_markdown(tmp_path, records)
     assert "not installed here" in table and "fake_new_adapter" in table
