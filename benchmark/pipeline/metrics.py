@@ -101,16 +101,6 @@ def compute_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, 
     }
 
 
-def roc_points(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) of the ROC curve, for plots."""
-    id_scores, ood_scores = _validate(id_scores, ood_scores)
-    c = _counts(
-        np.r_[id_scores, ood_scores],
-        np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)],
-    )
-    return _roc(c)
-
-
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 classification accuracy of the backbone on ID data."""
     return float((np.asarray(predictions) == np.asarray(labels)).mean())

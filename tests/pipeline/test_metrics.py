@@ -106,6 +106,7 @@ def test_nan_and_empty_scores_are_rejected_with_the_reason() -> None:
         compute_metrics(np.array([0.0, np.nan]), np.array([1.0, np.inf]))
     with pytest.raises(ValueError, match=r"scores contain NaN \(1 non-finite values\)"):
         compute_metrics(np.array([0.0, 1.0]), np.array([np.nan, 2.0]))
+    assert compute_metrics(np.array([0.0]), np.array([1.0]))["auroc"] == 1.0  # one each is enough
     for id_scores, ood_scores in (([], [1.0]), ([1.0], [])):
         with pytest.raises(ValueError, match="need at least one ID and one OOD score"):
             compute_metrics(np.asarray(id_scores, dtype=float), np.asarray(ood_scores))

@@ -156,6 +156,27 @@ def test_timing_per_1000_and_extraction_share(sweep, report) -> None:
                             t["extraction_seconds"] / t["total_seconds"], rel_tol=1e-9)
 
 
+def test_roc_curves_in_the_plots_are_the_runs_curves() -> None:
+    """The plotted curve (scikit-learn, on the saved scores) has the AUROC the run reported,
+    ties and infinite scores included."""
+    import numpy as np
+
+    from benchmark.pipeline.metrics import compute_metrics
+    from benchmark.report.plots import roc_points
+
+    fpr, tpr = roc_points(np.array([0.0, 1.0]), np.array([1.0, 2.0]))
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0] and tpr.tolist() == [0.0, 0.5, 1.0, 1.0]
+    rng = np.random.default_rng(0)
+    id_scores = np.round(rng.normal(0, 1, 300), 1)
+    ood_scores = np.r_[np.round(rng.normal(1, 1, 200), 1), np.inf]
+    id_scores[0] = -np.inf  # (tied infinities are the metrics' own open question)
+    fpr, tpr = roc_points(id_scores, ood_scores)
+    area = float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(compute_metrics(id_scores, ood_scores)["auroc"], abs=1e-12)
+    with pytest.raises(ValueError):
+        roc_points(np.array([np.nan]), np.array([1.0]))
+
+
 def test_overall_mean_covers_near_and_far_only() -> None:
     """Covariate-shifted and synthetic sets get their own means, outside the headline ``all``."""
     sets = [("tin", "near", 0.8), ("mnist", "far", 0.9), ("blur", "covariate", 0.6),

@@ -13,6 +13,7 @@ REPS = {"fit": "a", "id_test": "b", "ood/x": "c"}
 def test_key_tracks_params_representations_device_and_library() -> None:
     key = score_cache.score_key(SPEC, REPS, "cpu")
     assert key == score_cache.score_key(dict(SPEC), dict(REPS), "cpu")  # stable
+    assert len(key) == 32 and int(key, 16) >= 0
     other_param = {**SPEC, "params": {"percentile": 0.95}}
     assert key != score_cache.score_key(other_param, REPS, "cpu")
     assert key != score_cache.score_key({**SPEC, "name": "ASH"}, REPS, "cpu")
@@ -36,11 +37,28 @@ def test_key_tracks_the_source_and_version_of_its_own_library(monkeypatch) -> No
     assert keyed({}, {"openood": "9.9"}) == key
 
 
-def test_source_hash_is_a_digest_of_the_files() -> None:
+def test_key_does_not_depend_on_dict_order() -> None:
+    """Hydra may hand the same config with its keys in another order."""
+    spec = {"library": "pytorch_ood", "name": "ReAct", "params": {"a": 1, "b": 2}}
+    reordered = {"params": {"b": 2, "a": 1}, "name": "ReAct", "library": "pytorch_ood"}
+    reps = dict(reversed(list(REPS.items())))
+    assert score_cache.score_key(spec, REPS, "cpu") == score_cache.score_key(reordered, reps,
+                                                                           "cpu")
+
+
+def test_source_hash_is_a_digest_of_the_files(tmp_path, monkeypatch) -> None:
     digest = score_cache.source_hash("pytorch_ood")
     assert len(digest) == 16 and int(digest, 16) >= 0
     assert digest != score_cache.source_hash("inhouse")
     assert score_cache.source_hash("no_such_library_module") == "unavailable"
+    source = tmp_path / "adapter.py"
+    source.write_text("x = 1\n")
+    monkeypatch.setattr(score_cache, "source_files", lambda library: [source])
+    first = score_cache.source_hash("anything")
+    source.write_text("x = 2\n")
+    assert score_cache.source_hash("anything") != first  # an edit is a new key
+    monkeypatch.setattr(score_cache, "source_files", lambda library: [])
+    assert score_cache.source_hash("anything") == "unavailable"
 
 
 def test_in_house_scores_are_keyed_by_the_package_source_too() -> None:
