@@ -24,8 +24,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from benchmark import compute
 from benchmark.config_groups import CONFIG_DIR, check_overrides
-from benchmark.pipeline.backbones import Recipe, get_backbone
+from benchmark.pipeline.backbones import Recipe, get_backbone, training_record
 from benchmark.pipeline.data import InputTransform, batches
 from benchmark.runner.prepare import cache_root, load_sets, resolve_device
 
@@ -48,6 +49,12 @@ def main(args: list[str]) -> None:
     transform = InputTransform(bb.input.size, bb.input.channels, tuple(bb.input.mean),
                                tuple(bb.input.std))
     t0 = time.perf_counter()
+    with compute.pinned(compute.ComputeSettings.from_config(cfg)):
+        _train_and_export(cfg, sets, transform, overrides, export, t0)
+
+
+def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
+    bb = cfg.backbone
     backbone = get_backbone(bb.arch, OmegaConf.to_container(bb.params), Recipe(**bb.recipe),
                             sets["train"], transform, cache_root(cfg), resolve_device(cfg.device),
                             bb.checkpoint)
@@ -72,7 +79,9 @@ def main(args: list[str]) -> None:
                 "parameters": sum(p.numel() for p in backbone.model.parameters()),
                 "bytes": export.stat().st_size, "id_dataset": cfg.pair.id.dataset,
                 "id_test_accuracy": acc, "n_train": len(sets["train"]),
-                "n_id_test": len(sets["id_test"]), "command": command,
+                "n_id_test": len(sets["id_test"]),
+                "compute": (training_record(backbone.checkpoint) or {}).get("compute"),
+                "command": command,
                 "use": f"ood-bench {' '.join(overrides)} backbone.checkpoint={export}"}
         export.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
         print(f"exported to {export} (+ {export.with_suffix('.json').name})")

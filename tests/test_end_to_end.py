@@ -53,7 +53,10 @@ def test_metrics_md_shows_the_csv_cell_by_cell(first_run) -> None:
         assert (cells["detector"], cells["ood_dataset"], cells["ood_group"]) == (
             r.detector, r.ood_dataset, r.ood_group)
         for col in ("auroc", "fpr95tpr", "aupr_in", "aupr_out"):
-            assert cells[col] == f"{float(r[col]):.4f}", (r.detector, r.ood_dataset, col)
+            lo, hi = float(r[f"{col}_lo"]), float(r[f"{col}_hi"])
+            assert lo <= float(r[col]) <= hi or col == "fpr95tpr", (r.detector, col)
+            assert cells[col] == f"{float(r[col]):.4f} [{lo:.3f}, {hi:.3f}]", (
+                r.detector, r.ood_dataset, col)
         assert cells["fit_seconds"] == f"{float(r.fit_seconds):.2f}"
         assert cells["status"] == r.status
 
@@ -82,6 +85,29 @@ def test_manifest_records_what_reproduces_the_run(first_run) -> None:
     for pkg in ["python", "torch", "torchvision", "pytorch-ood", "hydra-core", "numpy"]:
         assert m["versions"][pkg], pkg
     assert "git_commit" in m and m["config"]["pair"]["name"] == "mnist"
+    # what the bits depend on beyond the seeds: threads, CPU kernels, oneDNN
+    assert m["compute"]["threads"] == m["config"]["compute"]["threads"] == 2
+    assert m["compute"]["cpu_capability"] and "onednn_enabled" in m["compute"]
+    training = m["backbone"]["training"]
+    assert training["sha256"] == m["backbone"]["sha256"] and training["compute"]["threads"] == 2
+    assert m["timings"]["bootstrap_seconds"] > 0
+
+
+def test_a_rerun_in_a_fresh_cache_gives_identical_metrics(first_run, root, tmp_path) -> None:
+    """Same command, fresh cache: the backbone is retrained and every number comes back bit
+    for bit (timing columns aside)."""
+    _, out1, _, _ = first_run
+    proc = ood_bench([*SMALL, f"hydra.run.dir={tmp_path}"], tmp_path / "cache", root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m1 = json.loads((out1 / "manifest.json").read_text())
+    m2 = json.loads((tmp_path / "manifest.json").read_text())
+    assert m2["backbone"]["trained_this_run"]
+    assert m1["backbone"]["sha256"] == m2["backbone"]["sha256"]
+    timing = [c for c in pd.read_csv(out1 / "metrics.csv").columns
+              if c.endswith(("seconds", "_mb")) or c == "from_cache"]
+    a = pd.read_csv(out1 / "metrics.csv").drop(columns=timing)
+    b = pd.read_csv(tmp_path / "metrics.csv").drop(columns=timing)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 def test_second_run_reuses_every_cache(first_run, root, tmp_path) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark import compute
 from benchmark.atomic import atomic_path
 from benchmark.pipeline.data import ImageSet, InputTransform
 from benchmark.pipeline.zoo import ARCHITECTURES
@@ -224,4 +225,28 @@ def get_backbone(
     seconds = time.perf_counter() - t0
     _atomic_save(model.state_dict(), path)
     state_path.unlink(missing_ok=True)
-    return Backbone(model, arch, path, file_sha256(path), True, seconds)
+    sha = file_sha256(path)
+    record = {"sha256": sha, "architecture": arch, "params": params, "recipe": recipe.__dict__,
+              "train_data": train_data.content_hash, "n_train": len(train_data),
+              "train_seconds": seconds, "compute": compute.describe(device)}
+    with atomic_path(training_record_path(path)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return Backbone(model, arch, path, sha, True, seconds)
+
+
+def training_record_path(checkpoint: Path) -> Path:
+    """The JSON beside a cached checkpoint: how (threads, CPU kernels, seconds) it was trained."""
+    return checkpoint.with_suffix(".json")
+
+
+def training_record(checkpoint: Path) -> dict[str, Any] | None:
+    """The training record of a checkpoint the harness trained (None: brought by the user, or
+    trained before records existed, or its sha256 no longer matches the file)."""
+    path = training_record_path(checkpoint)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("sha256") != file_sha256(checkpoint):
+        return None
+    return record

@@ -34,7 +34,7 @@ def _counts(scores: np.ndarray, positive: np.ndarray) -> _Counts:
     order = np.argsort(-scores, kind="mergesort")
     s, p = scores[order], positive[order]
     # last index of each run of equal scores: ties enter the curve at once
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    last = np.r_[np.nonzero(s[1:] != s[:-1])[0], len(s) - 1]  # == groups tied infinities
     tps = np.cumsum(p)[last]
     fps = (last + 1) - tps
     return _Counts(s[last], tps, fps, int(p.sum()), int(len(p) - p.sum()))

@@ -14,7 +14,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from adapters.registry import libraries, library_info
+from benchmark import compute
 from benchmark.paths import REPO, display_path, tidy
+from benchmark.pipeline.backbones import training_record
 
 if TYPE_CHECKING:
     from benchmark.runner.prepare import Prepared
@@ -88,11 +90,14 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
             "trained_this_run": prep.backbone.trained_now,
             "train_seconds": prep.backbone.train_seconds,
             "id_test_accuracy": id_accuracy,
+            # how the checkpoint was trained (threads, CPU kernels), when the harness trained it
+            "training": training_record(prep.backbone.checkpoint),
         },
         "representations": {name: {"key": r.key, "from_cache": prep.cache_hits[name]}
                             for name, r in prep.reps.items()},
         "timings": prep.timings,
         "device": device_description(prep.device),
+        "compute": compute.describe(prep.device),
         "versions": versions(),
         "libraries": library_versions(sorted({str(s["library"]) for s in
                                               cfg.detectors.values()})),

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from adapters.registry import libraries
+from benchmark import compute
+from benchmark.pipeline import bootstrap
 from benchmark.pipeline.data import DataError
 from benchmark.pipeline.metrics import accuracy, compute_metrics
 from benchmark.results import ID_TEST, OOD_PREFIX, save_scores
@@ -53,9 +55,38 @@ def outcome_with_cache(spec: dict[str, Any], key: str, prep: Prepared, cfg: Dict
     return out
 
 
+class Draws:
+    """The bootstrap draws of a run's scored splits, made once and shared by every detector
+    (``cfg.bootstrap``; ``resamples: 0`` = none)."""
+
+    def __init__(self, cfg: DictConfig, prep: Prepared) -> None:
+        block = cfg.get("bootstrap") or {}
+        self.resamples = int(block.get("resamples", 0) or 0)
+        self.level = float(block.get("level", 0.95))
+        self.seed = int(cfg.seed)
+        self._sizes = {key: len(prep.reps[key]) for key in prep.scored_keys}
+        self._draws: dict[str, bootstrap.Resamples] = {}
+        self.seconds = 0.0
+
+    def __call__(self, key: str) -> bootstrap.Resamples:
+        if key not in self._draws:
+            self._draws[key] = bootstrap.draw(self._sizes[key], self.resamples, self.seed, key)
+        return self._draws[key]
+
+    def intervals(self, id_scores, ood_scores, ood_key: str) -> dict[str, float]:
+        if not self.resamples:
+            return {}
+        t0 = time.perf_counter()
+        out = bootstrap.intervals(id_scores, ood_scores, self(ID_TEST), self(ood_key),
+                                  self.level)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
 def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: Prepared,
-                cfg: DictConfig) -> list[dict[str, Any]]:
-    """Metric rows of one detector over every OOD set (``failed`` rows carry the error)."""
+                cfg: DictConfig, draws: Draws | None = None) -> list[dict[str, Any]]:
+    """Metric rows of one detector over every OOD set (``failed`` rows carry the error),
+    with bootstrap intervals when ``draws`` asks for them."""
     id_reps = prep.reps[ID_TEST]
     id_scores = out.scores.get(ID_TEST)
     rows = []
@@ -77,6 +108,8 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
         else:
             try:
                 row.update(compute_metrics(id_scores, out.scores[key]))
+                if draws is not None:
+                    row.update(draws.intervals(id_scores, out.scores[key], key))
                 row.update(status="ok", error="")
             except Exception as exc:
                 row.update(status="failed", error=error_text(exc))
@@ -85,7 +118,15 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
 
 
 def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
-    """Run every detector in ``cfg.detectors``; write tables, scores and manifest to out_dir."""
+    """Run every detector in ``cfg.detectors``; write tables, scores and manifest to out_dir.
+
+    Everything runs under the configured compute settings (``cfg.compute``: thread count,
+    oneDNN), so the same command on the same machine gives the same bits."""
+    with compute.pinned(compute.ComputeSettings.from_config(cfg)):
+        return _run(cfg, out_dir)
+
+
+def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     specs: dict[str, dict[str, Any]] = OmegaConf.to_container(cfg.detectors, resolve=True)
@@ -100,17 +141,19 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
                 if settings.get(lib, True) and hook(lib) is not None}
     rep_keys = {name: reps.key for name, reps in prep.reps.items()}
     rows: list[dict[str, Any]] = []
+    draws = Draws(cfg, prep)
     fitted: dict[str, dict[str, Fitted]] = {lib: {} for lib in analysed}
     t_det = time.perf_counter()
     for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
         key = score_cache.score_key(spec, rep_keys, prep.device.type)
         out = outcome_with_cache(spec, key, prep, cfg)
-        rows.extend(metric_rows(det_id, spec, out, prep, cfg))
+        rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
         if out.scores:
             save_scores(out_dir, det_id, out.scores)
         if spec["library"] in analysed:
             fitted[spec["library"]][det_id] = Fitted(spec, out.detector, key)
     prep.timings["detectors_seconds"] = time.perf_counter() - t_det
+    prep.timings["bootstrap_seconds"] = draws.seconds
     if analysed:
         t_an = time.perf_counter()
         net = private_network(prep, cfg.data.batch_size)

@@ -28,3 +28,16 @@ def test_every_cell_under_its_header_and_failures_listed() -> None:
     assert first["fit_seconds"] == "1.23" and first["ood_group"] == "near"
     assert second["auroc"] == "" and second["status"] == "failed"
     assert "- **d2** (b): Boom: it broke" in text and "- **svhn**: not here" in text
+
+
+def test_intervals_in_brackets_after_their_metric() -> None:
+    row = {**ROWS[0], "auroc_lo": 0.9012, "auroc_hi": 0.9187, "fpr95tpr_lo": 0.55,
+           "fpr95tpr_hi": 0.66}
+    text = markdown(to_frame([row, ROWS[1]]), "t")
+    assert "95 % stratified-bootstrap interval" in text
+    (rows,) = md.tables(text)
+    assert rows[0]["auroc"] == "0.9100 [0.901, 0.919]"
+    assert rows[0]["fpr95tpr"] == "0.6100 [0.550, 0.660]"
+    assert rows[0]["aupr_in"] == "0.8100"  # no interval computed for it here
+    assert rows[1]["auroc"] == ""
+    assert "bootstrap interval" not in markdown(to_frame(ROWS), "t")
