@@ -28,6 +28,14 @@ ID_TEST = "id_test"
 OOD_PREFIX = "ood/"
 # the groups an OOD set of a pair belongs to, in the order tables list them
 GROUP_ORDER = ("near", "far", "covariate", "synthetic")
+# overrides that make a *replicate* of the same setting, not another setting: runs that differ
+# only in these are aggregated as mean ± sd (OpenOOD's protocol: several checkpoints)
+REPLICATE_OVERRIDES = ("seed=", "backbone.recipe.seed=", "data.split_seed=",
+                       "backbone.checkpoint=")
+
+
+def is_replicate_override(override: str) -> bool:
+    return str(override).lstrip("+~").startswith(REPLICATE_OVERRIDES)
 
 
 # --------------------------------------------------------------------------- score files
@@ -140,7 +148,9 @@ def collect(roots: Path | Sequence[Path]) -> Collection:
 
     A row's ``label`` is its detector id; when the same id comes from several runs (a parameter
     sweep), the overrides that distinguish those runs are appended, e.g.
-    ``pytorch_ood_react [detectors.pytorch_ood_react.params.percentile=0.95]``.
+    ``pytorch_ood_react [detectors.pytorch_ood_react.params.percentile=0.95]``. Runs that differ
+    only in seeds or checkpoint files (:data:`REPLICATE_OVERRIDES`) are replicates of one
+    setting: their rows keep the same label (tables show their mean ± sd).
     """
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     runs: list[Run] = []
@@ -157,6 +167,10 @@ def collect(roots: Path | Sequence[Path]) -> Collection:
     for run in runs:
         f = run.metrics.copy()
         f["run"] = run.rel
+        seeds = run.manifest.get("seeds") or {}
+        f["backbone_seed"] = seeds.get("backbone")
+        f["split_seed"] = seeds.get("split")
+        f["checkpoint_sha256"] = (run.manifest.get("backbone") or {}).get("sha256")
         frames.append(f)
     rows = pd.concat(frames, ignore_index=True)
     rows["error"] = rows["error"].astype(object).fillna("").astype(str)
@@ -175,9 +189,17 @@ def _labels(rows: pd.DataFrame, runs: list[Run]) -> pd.Series:
         common = set.intersection(*sets)
         for rel, ovr in zip(rels, sets, strict=True):
             distinct = sorted(o for o in ovr - common if not o.startswith("detector="))
-            suffix = ", ".join(distinct) if distinct else rel
+            setting = [o for o in distinct if not is_replicate_override(o)]
+            if distinct and not setting:  # another seed / checkpoint of the same setting
+                continue
+            suffix = ", ".join(setting) if setting else rel
             labels[(rows["detector"] == det) & (rows["run"] == rel)] = f"{det} [{suffix}]"
     return labels
+
+
+def replicates(rows: pd.DataFrame) -> list[str]:
+    """The runs behind some rows (one per replicate of their setting), in order."""
+    return list(dict.fromkeys(rows["run"]))
 
 
 def sweep_commands(roots: list[Path]) -> list[str]:

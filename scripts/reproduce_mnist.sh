@@ -3,7 +3,9 @@
 #   results/mnist/               the default run, timed from an empty cache, and a second run
 #   multirun/mnist_pytorch_ood/  a sweep over every pytorch-ood detector (one job each)
 #   multirun/mnist_openood/      a sweep over every OpenOOD postprocessor (needs OpenOOD)
-# Usage: bash scripts/reproduce_mnist.sh [default|pytorch_ood|openood|all]
+#   multirun/mnist_seeds/        the default run over backbone seeds 0, 1, 2 (report: mean ± sd)
+#   results/reproducibility/     fresh-cache rerun and 1- vs 2-thread comparisons
+# Usage: bash scripts/reproduce_mnist.sh [default|seeds|reproducibility|pytorch_ood|openood|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -27,6 +29,23 @@ if [[ $what == default || $what == all ]]; then
   keep outputs/mnist_default_run1 results/mnist
   cp outputs/mnist_default_timing.txt results/mnist/timing.txt
   rm -rf "$empty"
+fi
+if [[ $what == seeds || $what == all ]]; then
+  ood-bench -m backbone.recipe.seed=0,1,2 hydra.sweep.dir=multirun/mnist_seeds
+  ood-bench-report multirun/mnist_seeds --out results/mnist_seeds
+fi
+if [[ $what == reproducibility || $what == all ]]; then
+  # the same command in two fresh caches (bit-identical), and with 1 instead of 2 threads
+  for name in fresh_a fresh_b threads1; do
+    fresh=$(mktemp -d "$HOME/.cache/ood-bench-fresh.XXXX")
+    extra=(); [[ $name == threads1 ]] && extra=(compute.threads=1)
+    OOD_BENCH_CACHE=$fresh ood-bench hydra.run.dir="outputs/mnist_$name" "${extra[@]}"
+    rm -rf "$fresh"
+  done
+  python scripts/compare_runs.py outputs/mnist_fresh_a outputs/mnist_fresh_b \
+    --out results/reproducibility/mnist_fresh_rerun.md
+  python scripts/compare_runs.py outputs/mnist_fresh_a outputs/mnist_threads1 \
+    --out results/reproducibility/mnist_threads_1_vs_2.md
 fi
 if [[ $what == pytorch_ood || $what == all ]]; then
   ood-bench -m 'detector=pytorch_ood/*' hydra.sweep.dir=multirun/mnist_pytorch_ood

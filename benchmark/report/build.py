@@ -19,11 +19,13 @@ from typing import Any
 import pandas as pd
 
 from benchmark.paths import scrub_paths
-from benchmark.render import CONVENTION
+from benchmark.render import CONVENTION, markdown_table
 from benchmark.report import ease as ease_part
 from benchmark.report import robustness as robustness_part
+from benchmark.report import significance
 from benchmark.report.plots import write_plots
 from benchmark.report.summary import (
+    decide_performance,
     ease_rows,
     performance_rows,
     report_libraries,
@@ -33,7 +35,7 @@ from benchmark.report.summary import (
     speed_rows,
     summary_table,
 )
-from benchmark.report.sweep import ood_order, pivot_markdown, write_sweep_tables
+from benchmark.report.sweep import SPREAD_NOTE, ood_order, pivot_markdown, write_sweep_tables
 from benchmark.report.timing import NOTES as TIMING_NOTES
 from benchmark.report.timing import markdown as timing_markdown
 from benchmark.report.timing import sweep_line, write_timing
@@ -73,6 +75,7 @@ def build_report(roots: list[Path], out: Path, commands: list[str] | None = None
     rows = (performance_rows(coll, tables) + speed_rows(coll, timing)
             + same_method_speed_rows(coll, tables, timing)
             + ease_rows(coll, studies.ease) + robustness_rows(coll, studies.robustness))
+    decide_performance(rows, coll)
     text = _report_text(coll, out, tables, timing, plots, studies, libs, rows,
                         commands or [], report_command)
     path = out / "report.md"
@@ -140,16 +143,45 @@ def _plot_section(out: Path, plots: list[Path]) -> list[str]:
     return t
 
 
+def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
+    """Per setting: the top detector by mean AUROC over near + far sets and every detector
+    not significantly below it."""
+    t = ["### Best detectors", "",
+         "The detector with the highest mean AUROC over the near + far OOD sets, and every "
+         "detector not significantly below it (paired DeLong, Holm-corrected over the "
+         f"comparisons with the top one, adjusted p >= {significance.ALPHA}): on these samples "
+         "they cannot be told apart.", ""]
+    for (id_ds, bb), table in tables["auroc"].items():
+        sub = coll.rows[(coll.rows["id_dataset"] == id_ds) & (coll.rows["backbone"] == bb)]
+        best = significance.best_detectors(coll, table, sub)
+        if best.empty:
+            continue
+        tied = best[best["tied_with_top"]]
+        below = len(best) - len(tied)
+        t += [f"ID {id_ds}, backbone {bb}: {len(tied)} detector(s) tied with the top; "
+              f"{below} significantly below.", ""]
+        rows = [[str(r.label), str(r.library), f"{r.value:.4f}",
+                 "top" if r.difference == 0 and pd.isna(r.p_holm) else f"{r.difference:+.4f}",
+                 "—" if pd.isna(r.p_holm) else f"{r.p_holm:.2g}"] for r in tied.itertuples()]
+        t += [markdown_table(["detector", "library", "mean AUROC (near+far)",
+                              "difference to top", "p (Holm)"], rows, right=(2, 3, 4)), ""]
+    return t
+
+
 def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd.DataFrame,
                  plots: list[Path], studies: Studies, libs: list[str],
                  rows: list[dict[str, Any]], commands: list[str],
                  report_command: str | None) -> str:
     t = _header(coll, libs, commands, report_command)
     t += ["## Summary by criterion", "",
-          "One row per measure; 'better' names the library with the better value where at "
-          "least two libraries have one (AUROC: higher is better; times, sizes, findings: "
-          "lower). Details and definitions are in the parts linked below.", "",
+          "One row per measure. Performance: 'better' names a library only when its best "
+          "detector is significantly above every other library's best (paired DeLong test of "
+          "the mean AUROC over the row's OOD sets on the same samples, replicates combined, "
+          f"Holm-corrected over the table's comparisons, adjusted p < {significance.ALPHA}); "
+          "otherwise 'tie'. Other criteria: the better measured value (times, sizes, "
+          "findings: lower). Details and definitions are in the parts linked below.", "",
           summary_table(rows, libs), ""]
+    t += _best_section(coll, tables)
     same = same_method_table(coll, tables, timing)
     if same:
         t += ["### The same method in several libraries", "",
@@ -163,7 +195,8 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
     for (id_ds, bb), table in tables["auroc"].items():
         sub = coll.rows[(coll.rows["id_dataset"] == id_ds) & (coll.rows["backbone"] == bb)]
         t += [f"AUROC, ID {id_ds}, backbone {bb} (higher = better; FPR@95TPR and failures in "
-              "sweep.md):", "", pivot_markdown(table, "auroc", dict(ood_order(sub))), ""]
+              f"sweep.md). {SPREAD_NOTE}", "",
+              pivot_markdown(table, "auroc", dict(ood_order(sub))), ""]
     t += ["## 2. Timing", "", "Files: [timing.md](timing.md), [timing.csv](timing.csv).", "",
           TIMING_NOTES, "", sweep_line(coll), "", timing_markdown(timing), ""]
     t += _study_sections(out, studies)

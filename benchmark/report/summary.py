@@ -3,6 +3,7 @@ method from several libraries side by side (methods matched by their canonical i
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from adapters.registry import libraries, library_info
 from benchmark.render import markdown_table
+from benchmark.report import significance
 from benchmark.report.robustness import summary as robustness_summary
 from benchmark.results import Collection
 
@@ -45,16 +47,21 @@ def performance_rows(coll: Collection, tables: dict[str, Any]) -> list[dict[str,
              ("best far-OOD AUROC", "far", "max", True)]
     for title, col, how, higher in specs:
         rec: dict[str, Any] = {"criterion": "performance", "measure": title, "higher": higher}
+        if how == "median":
+            rec["better"] = "not tested"  # no paired test for a median over detectors
+        else:
+            rec["compare"] = {"column": col, "labels": {}}
         for lib in report_libraries(coll):
             sub = aurocs[aurocs["library"] == lib][col].dropna() if len(aurocs) else pd.Series()
             if sub.empty:
                 rec[lib] = None
-            elif how == "median":
+                continue
+            if how == "median":
                 rec[lib] = float(sub.median())
-            elif how == "max_label":
-                rec[lib] = (float(sub.max()), str(sub.idxmax()))
-            else:
-                rec[lib] = float(sub.max())
+                continue
+            rec["compare"]["labels"][lib] = str(sub.idxmax())
+            rec[lib] = ((float(sub.max()), str(sub.idxmax())) if how == "max_label"
+                        else float(sub.max()))
         rows.append(rec)
     rec = {"criterion": "performance", "measure": "detectors ok / run (all OOD sets ok)",
            "higher": None}
@@ -67,6 +74,48 @@ def performance_rows(coll: Collection, tables: dict[str, Any]) -> list[dict[str,
         rec[lib] = f"{int(ok.sum())}/{len(ok)}"
     rows.append(rec)
     return rows
+
+
+def decide_performance(rows: list[dict[str, Any]], coll: Collection) -> None:
+    """Set ``better`` of every row that compares the libraries' best detectors: the library
+    whose best is significantly above every other library's best (paired DeLong on the
+    column's OOD sets, Holm over all the table's comparisons), else ``tie``."""
+    tester = significance.Tester(coll)
+    planned: list[tuple[dict[str, Any], str, str, significance.Test]] = []
+    for rec in rows:
+        cmp = rec.get("compare")
+        if not cmp or len(cmp["labels"]) < 2:
+            continue
+        labels = cmp["labels"]
+        for lib_a, lib_b in itertools.combinations(labels, 2):
+            a, b = labels[lib_a], labels[lib_b]
+            sets = significance.group_sets(coll.rows[coll.rows["label"] == a], cmp["column"])
+            test = tester.test(a, b, sets)
+            if test is not None:
+                planned.append((rec, lib_a, lib_b, test))
+    adj = significance.adjusted([t for *_, t in planned])
+    for rec in rows:
+        cmp = rec.get("compare")
+        if not cmp or len(cmp["labels"]) < 2:
+            continue
+        wins: dict[str, set[str]] = {lib: set() for lib in cmp["labels"]}
+        tested: dict[str, set[str]] = {lib: set() for lib in cmp["labels"]}
+        for r, lib_a, lib_b, t in planned:
+            if r is not rec:
+                continue
+            tested[lib_a].add(lib_b)
+            tested[lib_b].add(lib_a)
+            if adj[(t.a, t.b, t.sets)] < significance.ALPHA:
+                wins[lib_a if t.difference > 0 else lib_b].add(lib_b if t.difference > 0
+                                                               else lib_a)
+        others = set(cmp["labels"])
+        winner = [lib for lib in cmp["labels"] if wins[lib] == others - {lib}]
+        if winner:
+            rec["better"] = winner[0]
+        elif not any(tested.values()):
+            rec["better"] = "not tested (no shared scores)"
+        else:
+            rec["better"] = "tie"
 
 
 def speed_rows(coll: Collection, timing: pd.DataFrame) -> list[dict[str, Any]]:
@@ -146,8 +195,10 @@ def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataF
         return "—" if math.isnan(v) else format(v, spec)
 
     two = len(libs) == 2
+    verdicts = _same_method_verdicts(shared, libs, coll) if two else {}
     head = [f"method ({' / '.join(library_title(lib) for lib in libs)} name)"]
-    head += [f"AUROC {lib}" for lib in libs] + (["difference"] if two else ["spread"])
+    head += [f"AUROC {lib}" for lib in libs] + (["difference", "p (Holm)", "better"] if two
+                                                else ["spread"])
     head += [f"fit s {lib}" for lib in libs] + [f"score s/1k {lib}" for lib in libs]
     rows = []
     for canon, by_lib in shared.items():
@@ -156,10 +207,34 @@ def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataF
         auroc = [value(t, labels[lib]) for lib in libs]
         finite = [a for a in auroc if not math.isnan(a)]
         gap = auroc[0] - auroc[1] if two else max(finite) - min(finite)
+        tested = [verdicts[canon][0], verdicts[canon][1]] if canon in verdicts else (
+            ["—", "not tested"] if two else [])
         rows.append([f"{canon} ({names})", *(fmt(a, ".4f") for a in auroc), fmt(gap, "+.4f"),
+                     *tested,
                      *(fmt(value(tim, labels[lib], "fit_seconds"), ".3g") for lib in libs),
                      *(fmt(value(tim, labels[lib], "score_s_per_1000"), ".3g") for lib in libs)])
     return markdown_table(head, rows, right=range(1, len(head)))
+
+
+def _same_method_verdicts(shared: dict[str, dict[str, tuple[str, str]]], libs: list[str],
+                          coll: Collection) -> dict[str, tuple[str, str]]:
+    """Per method run by both libraries: (Holm-adjusted p, "tie" or the better library) of
+    the paired DeLong test of their mean AUROC (the sweep's ``all`` sets)."""
+    tester = significance.Tester(coll)
+    tests = {}
+    for canon, by_lib in shared.items():
+        if all(lib in by_lib for lib in libs):
+            a, b = by_lib[libs[0]][0], by_lib[libs[1]][0]
+            sets = significance.group_sets(coll.rows[coll.rows["label"] == a], "all")
+            if (t := tester.test(a, b, sets)) is not None:
+                tests[canon] = t
+    adj = significance.adjusted(list(tests.values()))
+    out = {}
+    for canon, t in tests.items():
+        p = adj[(t.a, t.b, t.sets)]
+        better = (libs[0] if t.difference > 0 else libs[1]) if p < significance.ALPHA else "tie"
+        out[canon] = (f"{p:.2g}", better)
+    return out
 
 
 def library_title(library: str) -> str:
@@ -265,6 +340,6 @@ def summary_table(rows: list[dict[str, Any]], libs: list[str]) -> str:
                 if isinstance(val, float):
                     text = f"{val:.0%}" + (f" ({v[1]})" if isinstance(v, tuple) else "")
             cells.append(text)
-        cells.append(_winner(rec, libs))
+        cells.append(rec["better"] if "better" in rec else _winner(rec, libs))
         body.append(cells)
     return markdown_table(["criterion", "measure", *libs, "better"], body)

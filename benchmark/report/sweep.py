@@ -44,29 +44,57 @@ def _mean(values: Iterable[float]) -> float:
     return float(sum(vals) / len(vals))
 
 
+def _replicate_values(grp: pd.DataFrame, metric: str, order: list[tuple[str, str]]
+                      ) -> dict[str, float]:
+    """One replicate (run) of one detector: the metric per OOD set and per-group means."""
+    ok = grp[grp["status"] == "ok"].set_index("ood_dataset")[metric]
+    rec: dict[str, float] = {}
+    for name, _ in order:
+        rec[name] = float(ok[name]) if name in ok.index else float("nan")
+    for g in GROUP_ORDER:
+        members = [n for n, grp_name in order if grp_name == g]
+        rec[g] = _mean(rec[n] for n in members) if members else float("nan")
+    semantic = [n for n, g in order if g in SEMANTIC] or [n for n, _ in order]
+    rec["all"] = _mean(rec[n] for n in semantic)
+    return rec
+
+
 def wide_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     """Detectors (rows, by label) x OOD sets for one metric, plus per-group means.
 
     ``all`` is the mean over the near and far sets (semantic OOD) when there are any, so
     covariate-shifted ID images and synthetic noise do not blur the headline number.
 
+    A label seen in several runs (replicates: other seeds or checkpoints of the same setting)
+    gets the mean over them, ``<column>_sd`` their standard deviation (ddof 1) and
+    ``replicates`` their count; a label from one run gets ``<set>_lo`` / ``<set>_hi``, the
+    run's bootstrap interval, where metrics.csv has one.
+
     Cells of failed rows are NaN. Index: label; leading columns ``library``, ``detector``,
     ``method``; sorted by the ``all`` mean (best first, failures last).
     """
     order = ood_order(rows)
+    columns = [n for n, _ in order] + list(GROUP_ORDER) + ["all"]
     out = []
     for label, grp in rows.groupby("label", sort=False):
         first = grp.iloc[0]
         rec: dict[str, Any] = {"label": label, "library": first["library"],
                                "detector": first["detector"], "method": first.get("method", "")}
-        ok = grp[grp["status"] == "ok"].set_index("ood_dataset")[metric]
-        for name, _ in order:
-            rec[name] = float(ok[name]) if name in ok.index else float("nan")
-        for g in GROUP_ORDER:
-            members = [n for n, grp_name in order if grp_name == g]
-            rec[g] = _mean(rec[n] for n in members) if members else float("nan")
-        semantic = [n for n, g in order if g in SEMANTIC] or [n for n, _ in order]
-        rec["all"] = _mean(rec[n] for n in semantic)
+        runs = [g for _, g in grp.groupby("run", sort=False)] if "run" in grp else [grp]
+        reps = [_replicate_values(g, metric, order) for g in runs]
+        for c in columns:
+            values = [r[c] for r in reps]
+            rec[c] = _mean(values)
+            if len(reps) > 1:
+                rec[f"{c}_sd"] = (float(pd.Series(values).std(ddof=1))
+                                  if not math.isnan(rec[c]) else float("nan"))
+        if len(reps) == 1 and f"{metric}_lo" in grp.columns:
+            ok = grp[grp["status"] == "ok"].set_index("ood_dataset")
+            for name, _ in order:
+                if name in ok.index:
+                    rec[f"{name}_lo"] = float(ok.loc[name, f"{metric}_lo"])
+                    rec[f"{name}_hi"] = float(ok.loc[name, f"{metric}_hi"])
+        rec["replicates"] = len(reps)
         out.append(rec)
     table = pd.DataFrame(out).set_index("label")
     ascending = not HIGHER_IS_BETTER.get(metric, True)
@@ -86,8 +114,10 @@ def sweep_csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
         failed = sub[sub["status"] != "ok"].groupby("label")["ood_dataset"].apply(
             lambda s: ";".join(map(str, s)))
         base["failed_on"] = failed.reindex(base.index).fillna("")
+        base["replicates"] = tables["auroc"]["replicates"]
         for m, t in tables.items():
-            cols = [c for c in t.columns if c not in ("library", "detector", "method")]
+            cols = [c for c in t.columns
+                    if c not in ("library", "detector", "method", "replicates")]
             for c in cols:
                 base[f"{m}_{c}"] = t[c].reindex(base.index)
         parts.append(base)
@@ -116,22 +146,43 @@ def _columns(table: pd.DataFrame, groups: dict[str, str]) -> list[str]:
     return sets + [m for m in MEANS if m in table.columns and not table[m].isna().all()]
 
 
+def spread(r: pd.Series, c: str, scale: float = 1.0, digits: int = 4) -> str:
+    """What follows a cell's value: `` ± sd`` over replicates, `` [lo, hi]`` (the bootstrap
+    interval of a single run), or nothing."""
+    sd = r.get(f"{c}_sd")
+    if sd is not None and not pd.isna(sd):
+        return f" ± {scale * sd:.{digits}f}"
+    lo, hi = r.get(f"{c}_lo"), r.get(f"{c}_hi")
+    if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+        d = max(digits - 1, 1)
+        return f" [{scale * lo:.{d}f}, {scale * hi:.{d}f}]"
+    return ""
+
+
+SPREAD_NOTE = ("Cells: value ± sd over replicates (runs that differ only in seeds or "
+               "checkpoints; their count in the `n` column), or value [95 % bootstrap interval] "
+               "of a single run (OOD-set columns; group means have none).")
+
+
 def pivot_markdown(table: pd.DataFrame, metric: str, groups: dict[str, str]) -> str:
-    """A Markdown pivot: the best value per column in bold, failures as ``—``."""
+    """A Markdown pivot: the highest (lowest for FPR) value per column in bold, failures as
+    ``—``; each value with its spread (:func:`spread`)."""
     cols = _columns(table, groups)
     best = _best(table, metric, cols)
-    head = ["detector", "library"] + [
+    head = ["detector", "library", "n"] + [
         f"{c} ({groups[c]})" if c in groups else f"**{c} mean**" for c in cols]
     rows = []
     for label, r in table.iterrows():
-        cells = [str(label), str(r["library"])]
+        cells = [str(label), str(r["library"]), str(int(r.get("replicates", 1)))]
         for c in cols:
             text = format_cell(r[c])
             if c in best and not pd.isna(r[c]) and math.isclose(r[c], best[c]):
                 text = f"**{text}**"
+            if not pd.isna(r[c]):
+                text += spread(r, c)
             cells.append(text)
         rows.append(cells)
-    return markdown_table(head, rows, right=range(2, 2 + len(cols)))
+    return markdown_table(head, rows, right=range(2, 3 + len(cols)))
 
 
 def pivot_latex(table: pd.DataFrame, metric: str, groups: dict[str, str], caption: str) -> str:
@@ -151,6 +202,11 @@ def pivot_latex(table: pd.DataFrame, metric: str, groups: dict[str, str], captio
             text = f"{100 * v:.2f}"
             if c in best and math.isclose(v, best[c]):
                 text = f"\\textbf{{{text}}}"
+            extra = spread(r, c, scale=100, digits=2)
+            if extra.startswith(" ±"):
+                text += f" $\\pm$ {extra.removeprefix(' ± ')}"
+            elif extra:
+                text += f" {{\\scriptsize {extra.strip()}}}"
             cells.append(text)
         rows.append(cells)
     return latex_tabular(head, rows, "ll" + "r" * len(cols), comments=[caption, CONVENTION])
@@ -176,7 +232,8 @@ def write_sweep_tables(coll: Collection, out: Path) -> dict[str, Any]:
     sweep_csv_frame(rows).to_csv(out / "sweep.csv", index=False)
     md = ["# Sweep: detectors x OOD sets", "", f"> {CONVENTION}", "",
           "Near / far / all = unweighted mean over the OOD sets of that group (empty when any "
-          "of them failed). Best value per column in bold.", "",
+          "of them failed). Highest value per column in bold (not a test: see the report's "
+          "'best detectors' for which differences are significant).", "", SPREAD_NOTE, "",
           f"Runs: {len(coll.runs)} under {', '.join(f'`{r}`' for r in coll.roots)}; "
           f"rows: {len(rows)} ({int((rows['status'] == 'ok').sum())} ok).", ""]
     tex = ["% Sweep tables generated by ood-bench-report; needs \\usepackage{booktabs}", ""]

@@ -71,7 +71,7 @@ def timing_frame(coll: Collection) -> pd.DataFrame:
     manifests = {r.rel: r.manifest for r in coll.runs}
     out = []
     for _, grp in coll.rows.groupby("label", sort=False):
-        rec = detector_timing(grp)
+        rec = detector_timing(grp[grp["run"] == grp["run"].iloc[0]])  # one replicate's times
         m = manifests.get(rec["run"], {})
         t = m.get("timings", {})
         rec["extraction_seconds"] = _as_float(t.get("extraction_seconds"))

@@ -75,9 +75,17 @@ def test_sweep_md_shows_the_csv_cell_by_cell(report) -> None:
             for header, cell in row.items():
                 if header in ("detector", "library"):
                     continue
+                if header == "n":  # one run per detector here: no replicates
+                    assert cell == "1"
+                    continue
                 column = header.split(" (")[0].removesuffix(" mean")
-                expected = table.loc[row["detector"], f"{metric}_{column}"]
-                assert cell == f"{expected:.4f}", (metric, row["detector"], header)
+                r = table.loc[row["detector"]]
+                text = f"{r[f'{metric}_{column}']:.4f}"
+                if " mean" not in header:  # an OOD set: the run's bootstrap interval follows
+                    lo, hi = r[f"{metric}_{column}_lo"], r[f"{metric}_{column}_hi"]
+                    assert lo <= r[f"{metric}_{column}"] <= hi or metric == "fpr95tpr"
+                    text += f" [{lo:.3f}, {hi:.3f}]"
+                assert cell.replace("**", "") == text, (metric, row["detector"], header)
         headers = list(rows[0])
         assert headers.index("near mean") < headers.index("far mean") < headers.index("all mean")
 
@@ -115,7 +123,11 @@ def test_sweep_tex_shows_the_csv_cell_by_cell(report) -> None:
             cells = [c.strip() for c in line.removesuffix("\\\\").split("&")]
             label = cells[0].replace("\\_", "_")
             for column, cell in zip(columns, cells[2:], strict=True):
-                value = float(re.sub(r"\\textbf\{(.*)\}", r"\1", cell))
+                value, _, interval = cell.partition(" {\\scriptsize ")
+                value = float(re.sub(r"\\textbf\{(.*)\}", r"\1", value))
+                if column not in ("near", "far", "all"):  # an OOD set: its interval follows
+                    lo = 100 * table.loc[label, f"{metric}_{column}_lo"]
+                    assert interval.startswith(f"[{lo:.1f}, "), (metric, label, column)
                 assert value == pytest.approx(100 * table.loc[label, f"{metric}_{column}"],
                                               abs=0.005), (metric, label, column)
 
