@@ -12,7 +12,7 @@ source or dataset is not available, never inventing a value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from benchmark.config_groups import (
     read_option,
 )
 from benchmark.paths import REPO, in_repo
+from benchmark.pipeline import bootstrap
 from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
 from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
 
@@ -102,34 +103,75 @@ def detector_id(option: str) -> str:
 
 @dataclass
 class RunResult:
-    """One table run: its metric rows, manifest, output folder and OOD-set groups."""
+    """One table run (one seed of it): metric rows, manifest, output folder, OOD-set groups."""
 
     frame: pd.DataFrame
     manifest: dict[str, Any]
     out: Path
     groups: dict[str, str]  # every OOD set of the pair (skipped ones too) -> near/far/...
+    seed: int | None = None
+    _resampled: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
     def scores(self, det: str) -> dict[str, np.ndarray]:
         return load_scores(self.out, det)
 
+    def resampled(self, det: str, ood: str) -> dict[str, np.ndarray] | None:
+        """Bootstrap metrics of ``det`` on one OOD set, with the run's own draws (the ones
+        behind its metrics.csv intervals); None when the run made none or saved no scores."""
+        if (det, ood) not in self._resampled:
+            cfg = self.manifest.get("config") or {}
+            boot = cfg.get("bootstrap") or {}
+            n, seed = int(boot.get("resamples") or 0), int(cfg.get("seed", 0))
+            scores = self.scores(det)
+            if not n or ID_TEST not in scores or ood_key(ood) not in scores:
+                return None
+            id_s, ood_s = scores[ID_TEST], scores[ood_key(ood)]
+            self._resampled[(det, ood)] = bootstrap.resampled_metrics(
+                id_s, ood_s, bootstrap.draw(len(id_s), n, seed, ID_TEST),
+                bootstrap.draw(len(ood_s), n, seed, ood_key(ood)))
+        return self._resampled[(det, ood)]
+
+    @property
+    def level(self) -> float:
+        cfg = self.manifest.get("config") or {}
+        return float((cfg.get("bootstrap") or {}).get("level", 0.95))
+
+
+def run_seeds(run_spec: dict[str, Any], spec: dict[str, Any]) -> dict[int | None, list[str]]:
+    """``{seed: extra overrides}`` of one table run. ``seeds: [0, 1, 2]`` (the run's, else the
+    table's) trains one backbone per seed (``backbone.recipe.seed``); a mapping ``{seed:
+    [overrides]}`` adds that seed's own overrides (e.g. its committed checkpoint); no seeds:
+    the run once, as configured."""
+    seeds = run_spec.get("seeds", spec.get("seeds"))
+    if not seeds:
+        return {None: []}
+    if isinstance(seeds, dict):
+        return {int(k): [f"backbone.recipe.seed={k}", *v] for k, v in seeds.items()}
+    return {int(k): [f"backbone.recipe.seed={k}"] for k in seeds}
+
 
 def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[str],
-             out_root: Path, runs_root: Path) -> dict[str, RunResult]:
-    """Every run of the table through the normal runner (caches reused); manifests kept."""
+             out_root: Path, runs_root: Path) -> dict[str, list[RunResult]]:
+    """Every run of the table (each of its seeds) through the normal runner (caches reused);
+    manifests kept under ``<name>_runs/<run>[/seed_<s>]``."""
     from benchmark.runner.run import run
 
-    results = {}
+    results: dict[str, list[RunResult]] = {}
     for run_name, run_spec in spec["runs"].items():
-        cfg = run_config(run_spec["overrides"], options, extra)
-        out = runs_root / name / run_name
-        print(f"[{name}] run {run_name}: {' '.join(run_spec['overrides'] + extra)}")
-        frame = run(cfg, out)
-        keep = out_root / f"{name}_runs" / run_name
-        keep.mkdir(parents=True, exist_ok=True)
-        for f in ("manifest.json", "metrics.csv", "metrics.md"):
-            (keep / f).write_bytes((out / f).read_bytes())
-        groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
-        results[run_name] = RunResult(frame, read_manifest(out), out, groups)
+        for seed, seed_overrides in run_seeds(run_spec, spec).items():
+            overrides = [*run_spec["overrides"], *seed_overrides]
+            cfg = run_config(overrides, options, extra)
+            sub = run_name if seed is None else f"{run_name}/seed_{seed}"
+            out = runs_root / name / sub
+            print(f"[{name}] run {sub}: {' '.join(overrides + extra)}")
+            frame = run(cfg, out)
+            keep = out_root / f"{name}_runs" / sub
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in ("manifest.json", "metrics.csv", "metrics.md"):
+                (keep / f).write_bytes((out / f).read_bytes())
+            groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
+            results.setdefault(run_name, []).append(
+                RunResult(frame, read_manifest(out), out, groups, seed))
     return results
 
 
@@ -168,13 +210,21 @@ def _one_set(frame: pd.DataFrame, det: str, ood: str, metric: str, skipped: dict
     return None, "missing: not in the run"
 
 
+def _members(col: dict[str, Any], res: RunResult) -> list[str]:
+    """The OOD sets a column averages (one set, or a group's sets available in the run)."""
+    if "ood" in col:
+        return [col["ood"]]
+    skipped = res.manifest.get("skipped_ood_sets", {})
+    return [o for o, g in res.groups.items() if g == col["group"] and o not in skipped]
+
+
 def _column_value(col: dict[str, Any], det: str, metric: str, res: RunResult
                   ) -> tuple[float | None, str]:
     """One OOD set's metric, or the mean over the available sets of an OOD group."""
     skipped = res.manifest.get("skipped_ood_sets", {})
     if "ood" in col:
         return _one_set(res.frame, det, col["ood"], metric, skipped)
-    members = [o for o, g in res.groups.items() if g == col["group"] and o not in skipped]
+    members = _members(col, res)
     if not members:
         return None, f"missing: no {col['group']} OOD set available here"
     values = [_one_set(res.frame, det, o, metric, skipped) for o in members]
@@ -184,24 +234,48 @@ def _column_value(col: dict[str, Any], det: str, metric: str, res: RunResult
     return float(np.mean([v for v, _ in values])), "ok"
 
 
-def cell_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
-    """Long table: one record per (row, column) with ours, published, difference, status."""
+def _column_interval(col: dict[str, Any], det: str, metric: str, res: RunResult
+                     ) -> tuple[float | None, float | None]:
+    """The bootstrap interval of a column's value in one run: per resample, the mean over
+    the column's sets (the ID rows drawn once for all of them), then its percentiles."""
+    if metric not in bootstrap.METRICS:
+        return None, None
+    parts = [res.resampled(det, o) for o in _members(col, res)]
+    if not parts or any(p is None for p in parts):
+        return None, None
+    return bootstrap.percentile_interval(np.mean([p[metric] for p in parts], axis=0),
+                                         res.level)
+
+
+def cell_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) -> pd.DataFrame:
+    """Long table: one record per (row, column) with ours (the mean over the run's seeds),
+    its sd over seeds (several seeds) or its 95 % bootstrap interval (one seed), published,
+    difference, status."""
     published = spec.get("published", {})
     records = []
     for label, option in spec["detectors"].items():
         det = detector_id(option)
         for j, col in enumerate(spec["columns"]):
             metric = col.get("metric", spec.get("metric", "auroc"))
-            ours, status = _column_value(col, det, metric, runs[col["run"]])
+            reps = runs[col["run"]]
+            found = [_column_value(col, det, metric, res) for res in reps]
+            bad = [status for v, status in found if v is None]
+            ours = None if bad else float(np.mean([v for v, _ in found]))
+            sd = (float(np.std([v for v, _ in found], ddof=1))
+                  if ours is not None and len(found) > 1 else None)
+            lo = hi = None
+            if ours is not None and len(reps) == 1:
+                lo, hi = _column_interval(col, det, metric, reps[0])
             pub = (published.get(label) or [None] * len(spec["columns"]))[j]
             records.append({"row": label, "column": col["label"], "metric": metric,
-                            "ours": ours, "published": pub,
+                            "ours": ours, "sd": sd, "seeds": len(reps), "lo": lo, "hi": hi,
+                            "published": pub,
                             "difference": None if ours is None or pub is None else ours - pub,
-                            "status": status})
+                            "status": bad[0] if bad else "ok"})
     return pd.DataFrame(records)
 
 
-def agreement_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.DataFrame:
+def agreement_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) -> pd.DataFrame:
     """Same method from two libraries on the same run: AUROC of each and score agreement.
 
     Spearman's rho is computed on the scores of every sample both scored (ID test and all OOD
@@ -213,10 +287,10 @@ def agreement_records(spec: dict[str, Any], runs: dict[str, RunResult]) -> pd.Da
     limits = spec.get("agree_if", AGREE_IF)
     pairs = agreement_pairs(spec)
     records = []
-    for run_name, res in runs.items():
+    for run_name, res in ((n, r) for n, reps in runs.items() for r in reps):
         for method, (opt_a, opt_b) in pairs.items():
             det_a, det_b = detector_id(opt_a), detector_id(opt_b)
-            rec: dict[str, Any] = {"run": run_name, "method": method,
+            rec: dict[str, Any] = {"run": run_name, "seed": res.seed, "method": method,
                                    f"detector {libs[0]}": det_a, f"detector {libs[1]}": det_b}
             frame = res.frame
             ok = {}
@@ -260,6 +334,10 @@ def _cell(r: pd.Series) -> str:
     if r.ours is None or pd.isna(r.ours):
         return "missing" if r.status.startswith("missing") else "failed"
     text = f"{r.ours:.4f}"
+    if r.get("sd") is not None and not pd.isna(r.get("sd")):
+        text += f" ± {r.sd:.4f}"
+    elif r.get("lo") is not None and not pd.isna(r.get("lo")):
+        text += f" [{r.lo:.3f}, {r.hi:.3f}]"
     if r.published is not None and not pd.isna(r.published):
         text += f" ({r.published:.4f}, {r.difference:+.4f})"
     return text
@@ -271,15 +349,19 @@ def _wide(long: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return wide.loc[list(dict.fromkeys(long.row)), cols]
 
 
-def _runs_section(spec: dict, runs: dict[str, RunResult]) -> list[str]:
+def _runs_section(spec: dict, runs: dict[str, list[RunResult]]) -> list[str]:
     lines = ["## Runs", ""]
-    for run_name, res in runs.items():
+    for run_name, reps in runs.items():
+        for res in reps:
+            sub = run_name if res.seed is None else f"{run_name}/seed_{res.seed}"
+            m = res.manifest
+            lines.append(f"- **{sub}**: backbone {m['backbone']['name']}, ID test accuracy "
+                         f"{m['backbone']['id_test_accuracy']:.4f}, checkpoint sha256 "
+                         f"`{m['backbone']['sha256'][:16]}…`; manifest: "
+                         f"[{spec['name']}_runs/{sub}/manifest.json]"
+                         f"({spec['name']}_runs/{sub}/manifest.json)")
+        res = reps[0]
         m = res.manifest
-        lines.append(f"- **{run_name}**: backbone {m['backbone']['name']}, ID test accuracy "
-                     f"{m['backbone']['id_test_accuracy']:.4f}, checkpoint sha256 "
-                     f"`{m['backbone']['sha256'][:16]}…`; manifest: "
-                     f"[{spec['name']}_runs/{run_name}/manifest.json]"
-                     f"({spec['name']}_runs/{run_name}/manifest.json)")
         skipped = m.get("skipped_ood_sets", {})
         rank = {g: i for i, g in enumerate(GROUP_ORDER)}
         present = {g for g in res.groups.values() if g}
@@ -297,13 +379,16 @@ def _header(spec: dict, extra: list[str]) -> list[str]:
             f"{' '.join(extra)}`", "", f"> {CONVENTION}", ""]
 
 
-def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
               extra: list[str]) -> str:
     cols = [c["label"] for c in spec["columns"]]
     lines = _header(spec, extra) + [
-        "Cells: ours (published, ours - published); 'missing' = the dataset or source is "
-        "not available on this machine (see below), never filled in by hand. A group column "
-        "(near / far) is the mean over the group's OOD sets available here (listed below).",
+        "Cells: ours (published, ours - published). Ours is the mean ± sd over the run's "
+        "backbone seeds where it has several (listed under Runs), else the one run's value "
+        "[95 % stratified-bootstrap interval]. 'missing' = the dataset or source is not "
+        "available on this machine (see below), never filled in by hand. A group column "
+        "(near / far) is the mean over the group's OOD sets available here (listed below); "
+        "its interval resamples the ID rows once for all of them.",
         "", frame_markdown(_wide(long, cols)), ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
@@ -328,11 +413,36 @@ def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
             wide[c] = None
     wide["verdict"] = [v if s == "ok" else s for v, s in zip(wide.verdict, wide.status,
                                                                strict=True)]
+    wide = _over_seeds(wide, cols)
     index = ["run", "method"] if wide.run.nunique() > 1 else ["method"]
-    return wide.set_index(index)[cols]
+    return wide.set_index(index)[[*cols, "seeds"]]
 
 
-def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, RunResult],
+def _over_seeds(wide: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """One row per (run, method) over the run's seeds: AUROCs and their difference as
+    means, the largest per-set difference, the smallest rho; 'agree' only if every seed
+    agrees (a seed's failure is the verdict)."""
+    out = []
+    for (run, method), grp in wide.groupby(["run", "method"], sort=False):
+        rec: dict[str, Any] = {"run": run, "method": method, "seeds": len(grp)}
+        for c in cols:
+            values = pd.to_numeric(grp[c], errors="coerce") if c != "verdict" else None
+            if c == "verdict":
+                bad = [v for v in grp[c] if v != "agree"]
+                rec[c] = bad[0] if bad else "agree"
+            elif values.isna().any():
+                rec[c] = None
+            elif c.startswith("max"):
+                rec[c] = float(values.max())
+            elif "rho" in c:
+                rec[c] = float(values.min())
+            else:
+                rec[c] = float(values.mean())
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
                         extra: list[str]) -> str:
     limits = spec.get("agree_if", AGREE_IF)
     lines = _header(spec, extra) + [

@@ -83,18 +83,18 @@ def test_table_from_a_real_run(root, tmp_path, monkeypatch) -> None:
     text = md.read_text()
     assert "MNIST / CIFAR-10" in text and "manifest.json" in text
     assert (tmp_path / "tables" / "tiny.tex").read_text().count(r"\\") == 3
-    # the rendered table shows each CSV cell under its own row and column
+    # the rendered table shows each CSV cell under its own row and column, with the run's
+    # bootstrap interval (one seed); a one-set column's interval is the one in metrics.csv
     (rows, *_) = markdown.tables(text)
     cell = {r["row"]: r for r in rows}
-    assert cell["MSP"]["MNIST / CIFAR-10"] == f"{ours:.4f} (0.9000, {ours - 0.9:+.4f})"
-    energy = long[(long.row == "Energy") & (long.column == "MNIST / CIFAR-10")].ours.iloc[0]
-    assert cell["Energy"]["MNIST / CIFAR-10"] == f"{energy:.4f}"
-    # the rendered table shows each CSV cell under its own row and column
-    (rows, *_) = markdown.tables(text)
-    cell = {r["row"]: r for r in rows}
-    assert cell["MSP"]["MNIST / CIFAR-10"] == f"{ours:.4f} (0.9000, {ours - 0.9:+.4f})"
-    energy = long[(long.row == "Energy") & (long.column == "MNIST / CIFAR-10")].ours.iloc[0]
-    assert cell["Energy"]["MNIST / CIFAR-10"] == f"{energy:.4f}"
+    lo, hi = (run_rows[(run_rows.detector == "pytorch_ood_msp")
+                       & (run_rows.ood_dataset == "cifar10")][["auroc_lo", "auroc_hi"]].iloc[0])
+    assert (msp.lo, msp.hi) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert cell["MSP"]["MNIST / CIFAR-10"] == (
+        f"{ours:.4f} [{lo:.3f}, {hi:.3f}] (0.9000, {ours - 0.9:+.4f})")
+    energy = long[(long.row == "Energy") & (long.column == "MNIST / CIFAR-10")].iloc[0]
+    assert cell["Energy"]["MNIST / CIFAR-10"] == (
+        f"{energy.ours:.4f} [{energy.lo:.3f}, {energy.hi:.3f}]")
 
 
 def test_group_columns_average_the_groups_sets(root, tmp_path, monkeypatch) -> None:
@@ -169,3 +169,35 @@ def test_committed_agreement_table_runs_with_openood(root, openood, tmp_path, mo
     for method in methods:
         assert long.loc[method, "Spearman rho (all samples)"] > 0.9999
         assert long.loc[method, "verdict"] == "agree"
+
+
+def test_seeds_give_mean_and_sd_per_cell(root, tmp_path, monkeypatch) -> None:
+    """``seeds: [0, 1]`` runs the table's run once per backbone seed; a cell is the mean over
+    them with their sd, and an agreement table checks every seed."""
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = {"name": "seeded", "seeds": [0, 1],
+            "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet"]}},
+            "detectors": {"MSP": "pytorch_ood/msp"},
+            "columns": [{"run": "m", "group": "near", "label": "near AUROC"}]}
+    md = build("seeded", SMALL, out_root=tmp_path / "tables", spec=spec,
+               runs_root=tmp_path / "runs")
+    cell = pd.read_csv(tmp_path / "tables" / "seeded.csv").iloc[0]
+    per_seed = []
+    for seed in (0, 1):
+        rows = pd.read_csv(tmp_path / "tables" / "seeded_runs" / "m" / f"seed_{seed}"
+                           / "metrics.csv")
+        per_seed.append(rows[(rows.detector == "pytorch_ood_msp")
+                             & (rows.ood_group == "near")].auroc.mean())
+    assert per_seed[0] != per_seed[1]  # two networks
+    assert cell.seeds == 2 and cell.ours == pytest.approx(sum(per_seed) / 2)
+    assert cell.sd == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    (rows, *_) = markdown.tables(md.read_text())
+    assert rows[0]["near AUROC"] == f"{cell.ours:.4f} ± {cell.sd:.4f}"
+    assert "m/seed_1" in md.read_text()
+    agree = {**_agreement_spec({"same": ["pytorch_ood/msp", "pytorch_ood/msp"]}, ["a", "b"]),
+             "seeds": [0, 1]}
+    build("agree", SMALL, out_root=tmp_path / "tables", spec=agree, runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv")
+    assert sorted(long.seed) == [0, 1] and (long.verdict == "agree").all()
+    assert "| 2 |" in (tmp_path / "tables" / "agree.md").read_text()  # the seeds column
