@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from benchmark.pipeline import paired
 from benchmark.results import GROUP_ORDER, ID_TEST, OOD_PREFIX, Collection
+from benchmark.stats import paired
 
 ALPHA = 0.05
 SEMANTIC = ("near", "far")

@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from adapters.registry import libraries
 from benchmark import compute
-from benchmark.pipeline import bootstrap
 from benchmark.pipeline.data import DataError
 from benchmark.pipeline.metrics import accuracy, compute_metrics
 from benchmark.results import ID_TEST, OOD_PREFIX, save_scores
@@ -34,6 +33,7 @@ from benchmark.runner.evaluate import (
 from benchmark.runner.manifest import write_manifest
 from benchmark.runner.prepare import Prepared, cache_root, prepare, private_network
 from benchmark.runner.tables import write_metric_tables
+from benchmark.stats import bootstrap
 
 log = logging.getLogger(__name__)
 

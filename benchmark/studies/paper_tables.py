@@ -31,9 +31,9 @@ from benchmark.config_groups import (
     read_option,
 )
 from benchmark.paths import REPO, in_repo
-from benchmark.pipeline import bootstrap
 from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
 from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
+from benchmark.stats import bootstrap
 
 # what "agree" means in an agreement table, unless the table says otherwise
 AGREE_IF = {"spearman": 0.99, "auroc_difference": 0.005}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.pipeline import bootstrap as bs
-from benchmark.pipeline import paired
 from benchmark.pipeline.metrics import compute_metrics
+from benchmark.stats import bootstrap as bs
+from benchmark.stats import paired
 
 
 def _brute(id_s: np.ndarray, ood_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from benchmark.pipeline import bootstrap as bs
 from benchmark.pipeline.metrics import compute_metrics
+from benchmark.stats import bootstrap as bs
 
 EXACT = {"auroc": 1e-12, "fpr95tpr": 1e-12, "aupr_in": 2e-6, "aupr_out": 2e-6}
 
