@@ -1,0 +1,48 @@
+"""Seconds the bootstrap intervals add to a sweep, measured on the sweep's own shape.
+
+    python scripts/bench_bootstrap.py --detectors 74 --sets 9 --n-id 2000 --n-ood 2000
+
+Times ``benchmark.stats.bootstrap.intervals`` for every (detector, OOD set) cell of a sweep of
+that shape (scores drawn at random: the cost depends on the sizes and the resample count, not
+on the values), with the draws made once per split as the runner does. Prints the total and
+the cost per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from benchmark.stats import bootstrap
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--detectors", type=int, default=74)
+    p.add_argument("--sets", type=int, default=9)
+    p.add_argument("--n-id", type=int, default=2000)
+    p.add_argument("--n-ood", type=int, default=2000)
+    p.add_argument("--resamples", type=int, default=1000)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    id_draws = bootstrap.draw(args.n_id, args.resamples, 0, "id_test")
+    ood_draws = [bootstrap.draw(args.n_ood, args.resamples, 0, f"ood/{k}")
+                 for k in range(args.sets)]
+    t_draw = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(args.detectors):
+        id_s = rng.normal(0, 1, args.n_id)
+        for draws in ood_draws:
+            bootstrap.intervals(id_s, rng.normal(1, 1, args.n_ood), id_draws, draws)
+    cells = args.detectors * args.sets
+    t_cells = time.perf_counter() - t1
+    print(f"{args.detectors} detectors x {args.sets} OOD sets ({args.n_id} ID, {args.n_ood} OOD "
+          f"rows, {args.resamples} resamples): draws {t_draw:.1f} s, intervals {t_cells:.1f} s "
+          f"({1000 * t_cells / cells:.0f} ms per cell), total {t_draw + t_cells:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
