@@ -151,15 +151,22 @@ def run_seeds(run_spec: dict[str, Any], spec: dict[str, Any]) -> dict[int | None
 
 
 def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[str],
-             out_root: Path, runs_root: Path) -> dict[str, list[RunResult]]:
+             out_root: Path, runs_root: Path, left_out: dict[str, dict[int, str]]
+             ) -> dict[str, list[RunResult]]:
     """Every run of the table (each of its seeds) through the normal runner (caches reused);
-    manifests kept under ``<name>_runs/<run>[/seed_<s>]``."""
+    manifests kept under ``<name>_runs/<run>[/seed_<s>]``. A seed whose checkpoint file does
+    not exist yet is left out, with the reason in ``left_out[run][seed]``."""
     from benchmark.runner.run import run
 
     results: dict[str, list[RunResult]] = {}
     for run_name, run_spec in spec["runs"].items():
         for seed, seed_overrides in run_seeds(run_spec, spec).items():
             overrides = [*run_spec["overrides"], *seed_overrides]
+            missing = missing_checkpoint([*overrides, *extra])
+            if missing and seed is not None:  # a seed whose checkpoint is not trained yet
+                print(f"[{name}] run {run_name}: seed {seed} left out: {missing}")
+                left_out.setdefault(run_name, {})[seed] = missing
+                continue
             cfg = run_config(overrides, options, extra)
             sub = run_name if seed is None else f"{run_name}/seed_{seed}"
             out = runs_root / name / sub
@@ -172,24 +179,41 @@ def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[st
             groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
             results.setdefault(run_name, []).append(
                 RunResult(frame, read_manifest(out), out, groups, seed))
+        if run_name not in results:
+            raise TableError(f"table {name}, run {run_name}: no seed has its checkpoint "
+                             f"({left_out[run_name]})")
     return results
+
+
+def missing_checkpoint(overrides: list[str]) -> str | None:
+    """Why the run cannot be made: its ``backbone.checkpoint`` file does not exist (None: it
+    exists, or the backbone is trained by the harness)."""
+    path = None
+    for o in overrides:  # the last override wins, as in Hydra
+        if o.startswith("backbone.checkpoint="):
+            path = o.split("=", 1)[1]
+    if not path or path == "null" or Path(in_repo(path)).exists():
+        return None
+    return (f"checkpoint {path} not found (train it with scripts/train_backbone.py, see "
+            "scripts/reproduce_cifar10.sh seeds)")
 
 
 def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tables",
           spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables"
           ) -> Path:
     spec = spec or load_table(name)
+    left_out: dict[str, dict[int, str]] = {}
     if spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
-        runs = _run_all(name, spec, options, extra, out_root, runs_root)
+        runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out)
         long = agreement_records(spec, runs)
-        markdown = _agreement_markdown(spec, long, runs, extra)
+        markdown = _agreement_markdown(spec, long, runs, extra, left_out)
         wide = _agreement_wide(long)
     else:
         runs = _run_all(name, spec, list(spec["detectors"].values()), extra, out_root,
-                        runs_root)
+                        runs_root, left_out)
         long = cell_records(spec, runs)
-        markdown = _markdown(spec, long, runs, extra)
+        markdown = _markdown(spec, long, runs, extra, left_out)
         wide = _wide(long, [c["label"] for c in spec["columns"]])
     out_root.mkdir(parents=True, exist_ok=True)
     long.to_csv(out_root / f"{name}.csv", index=False)
@@ -349,7 +373,8 @@ def _wide(long: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return wide.loc[list(dict.fromkeys(long.row)), cols]
 
 
-def _runs_section(spec: dict, runs: dict[str, list[RunResult]]) -> list[str]:
+def _runs_section(spec: dict, runs: dict[str, list[RunResult]],
+                  left_out: dict[str, dict[int, str]]) -> list[str]:
     lines = ["## Runs", ""]
     for run_name, reps in runs.items():
         for res in reps:
@@ -360,6 +385,8 @@ def _runs_section(spec: dict, runs: dict[str, list[RunResult]]) -> list[str]:
                          f"`{m['backbone']['sha256'][:16]}…`; manifest: "
                          f"[{spec['name']}_runs/{sub}/manifest.json]"
                          f"({spec['name']}_runs/{sub}/manifest.json)")
+        for seed, why in left_out.get(run_name, {}).items():
+            lines.append(f"- **{run_name}/seed_{seed}**: left out: {why}")
         res = reps[0]
         m = res.manifest
         skipped = m.get("skipped_ood_sets", {})
@@ -380,7 +407,7 @@ def _header(spec: dict, extra: list[str]) -> list[str]:
 
 
 def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
-              extra: list[str]) -> str:
+              extra: list[str], left_out: dict[str, dict[int, str]]) -> str:
     cols = [c["label"] for c in spec["columns"]]
     lines = _header(spec, extra) + [
         "Cells: ours (published, ours - published). Ours is the mean ± sd over the run's "
@@ -392,7 +419,7 @@ def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
         "", frame_markdown(_wide(long, cols)), ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
-    lines += _runs_section(spec, runs)
+    lines += _runs_section(spec, runs, left_out)
     notes = sorted(set(long.status) - {"ok"})
     if notes:
         lines += ["", "## Not ok", ""] + [f"- {n}" for n in notes]
@@ -443,7 +470,7 @@ def _over_seeds(wide: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
-                        extra: list[str]) -> str:
+                        extra: list[str], left_out: dict[str, dict[int, str]]) -> str:
     limits = spec.get("agree_if", AGREE_IF)
     lines = _header(spec, extra) + [
         "Same method, same cached representations, two libraries. AUROC is the mean over the "
@@ -453,7 +480,7 @@ def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[Run
         f"{limits['auroc_difference']}.", "", frame_markdown(_agreement_wide(long)), ""]
     if spec.get("notes"):
         lines += [spec["notes"].strip(), ""]
-    lines += _runs_section(spec, runs)
+    lines += _runs_section(spec, runs, left_out)
     return "\n".join(lines) + "\n"
 
 

@@ -201,3 +201,17 @@ def test_seeds_give_mean_and_sd_per_cell(root, tmp_path, monkeypatch) -> None:
     long = pd.read_csv(tmp_path / "tables" / "agree.csv")
     assert sorted(long.seed) == [0, 1] and (long.verdict == "agree").all()
     assert "| 2 |" in (tmp_path / "tables" / "agree.md").read_text()  # the seeds column
+
+
+def test_a_seed_without_its_checkpoint_is_left_out_and_said() -> None:
+    from benchmark.studies.paper_tables import missing_checkpoint, run_seeds
+
+    seeds = run_seeds({"overrides": [], "seeds": {0: ["backbone.checkpoint=a.pt"]}}, {})
+    assert seeds == {0: ["backbone.recipe.seed=0", "backbone.checkpoint=a.pt"]}
+    assert run_seeds({"overrides": []}, {"seeds": [3]}) == {3: ["backbone.recipe.seed=3"]}
+    assert run_seeds({"overrides": []}, {}) == {None: []}
+    assert missing_checkpoint(["backbone.checkpoint=results/checkpoints/resnet20_cifar10.pt"]
+                              ) is None  # committed: found from any directory
+    why = missing_checkpoint(["backbone.checkpoint=results/checkpoints/nope_s9.pt"])
+    assert "nope_s9.pt not found" in why and "train_backbone.py" in why
+    assert missing_checkpoint(["pair=mnist"]) is None  # trained by the harness
