@@ -158,8 +158,8 @@ def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
             continue
         tied = best[best["tied_with_top"]]
         below = len(best) - len(tied)
-        t += [f"ID {id_ds}, backbone {bb}: {len(tied)} detector(s) tied with the top; "
-              f"{below} significantly below.", ""]
+        t += [f"ID {id_ds}, backbone {bb}: top {best.iloc[0].label}; {len(tied) - 1} other "
+              f"detector(s) not significantly below it, {below} significantly below.", ""]
         rows = [[str(r.label), str(r.library), f"{r.value:.4f}",
                  "top" if r.difference == 0 and pd.isna(r.p_holm) else f"{r.difference:+.4f}",
                  "—" if pd.isna(r.p_holm) else f"{r.p_holm:.2g}"] for r in tied.itertuples()]
