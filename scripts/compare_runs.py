@@ -46,8 +46,8 @@ def compare(a: Path, b: Path) -> str:
         for m in METRICS:
             diff = (merged[f"{m}_a"] - merged[f"{m}_b"]).abs()
             worst = merged.loc[diff.idxmax()]
-            stats.append({"metric": m, "max |difference|": diff.max(),
-                          "median |difference|": diff.median(),
+            stats.append({"metric": m, "max abs difference": diff.max(),
+                          "median abs difference": diff.median(),
                           "cells differing": int((diff > 0).sum()),
                           "largest at": f"{worst.detector} / {worst.ood_dataset}"})
         lines += [frame_markdown(pd.DataFrame(stats), index=False), ""]
