@@ -367,29 +367,45 @@ def batches(
 
 @dataclass(frozen=True)
 class IDSplits:
-    """Disjoint index sets into the ID train set: backbone training, calibration, detector fit.
+    """Disjoint index sets into the ID train set: backbone training, calibration, detector fit,
+    validation (hyper-parameter tuning; empty unless asked for).
 
-    Calibration is held out from training and fitting (the in-house detector's guarantee needs
-    it); fit is drawn from the training indices (standard post-hoc practice).
+    Calibration and validation are held out from training and fitting (the in-house
+    detector's guarantee needs it; tuning must not see what the detector is fitted or tested
+    on); fit is drawn from the training indices (standard post-hoc practice).
     """
 
     train: np.ndarray
     calibration: np.ndarray
     fit: np.ndarray
     seed: int
+    validation: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def describe(self) -> dict:
-        return {"seed": self.seed, "train": len(self.train), "calibration": len(self.calibration),
-                "fit": len(self.fit)}
+        out = {"seed": self.seed, "train": len(self.train), "calibration": len(self.calibration),
+               "fit": len(self.fit)}
+        if len(self.validation):
+            out["validation"] = len(self.validation)
+        return out
 
 
 def plan_id_splits(n: int, seed: int, calibration_size: int, fit_size: int | None,
-                   train_size: int | None = None) -> IDSplits:
-    """Seeded split of ``n`` ID training images; ``train_size`` caps backbone training."""
+                   train_size: int | None = None, validation_size: int = 0) -> IDSplits:
+    """Seeded split of ``n`` ID training images; ``train_size`` caps backbone training.
+
+    ``validation_size`` rows come out of the held-out calibration block, so the training split
+    (and a backbone trained on it) is the same with or without a validation split; calibration
+    is that much smaller."""
     if calibration_size >= n:
         raise DataError(f"data.calibration_size={calibration_size} must be < {n} training images")
+    if not 0 <= validation_size < calibration_size:
+        raise DataError(f"data.validation_size={validation_size} must be >= 0 and smaller than "
+                        f"data.calibration_size={calibration_size} (validation rows come out of "
+                        "the held-out calibration block)")
     perm = np.random.default_rng(seed).permutation(n)
-    calibration = np.sort(perm[:calibration_size])
+    held_out = perm[:calibration_size]
+    validation = np.sort(held_out[:validation_size])
+    calibration = np.sort(held_out[validation_size:])
     rest = perm[calibration_size:]
     train = np.sort(rest if train_size is None else rest[:train_size])
     fit_rng = np.random.default_rng(seed + 1)
@@ -397,7 +413,8 @@ def plan_id_splits(n: int, seed: int, calibration_size: int, fit_size: int | Non
         fit = train
     else:
         fit = np.sort(fit_rng.choice(train, size=fit_size, replace=False))
-    return IDSplits(train=train, calibration=calibration, fit=fit, seed=seed)
+    return IDSplits(train=train, calibration=calibration, fit=fit, seed=seed,
+                    validation=validation)
 
 
 def subsample(data: ImageSet, max_n: int | None, seed: int) -> ImageSet:

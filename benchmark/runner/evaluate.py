@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from adapters.base import Consumes, Detector
 from adapters.registry import build_detector
 from benchmark.representations import Network, Representations
-from benchmark.results import ID_TEST
-from benchmark.runner.prepare import Prepared, private_network
+from benchmark.runner import score_cache
+from benchmark.runner.prepare import Prepared, cache_root, private_network
 from benchmark.runner.profiling import PeakMemory
 from benchmark.runner.time_limit import TimeLimitExceeded, time_limit
 
@@ -76,27 +76,30 @@ class DetectorOutcome:
 
 
 def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int,
-                      time_limit_s: float | None = None) -> DetectorOutcome:
-    """Build, fit and score one detector on every split; failures are captured, not raised.
+                      time_limit_s: float | None = None,
+                      split_keys: list[str] | None = None) -> DetectorOutcome:
+    """Build, fit and score one detector on every split (or on ``split_keys``, the first of
+    them ID); failures are captured, not raised.
 
     With ``time_limit_s``, a detector still busy after that many seconds (fit + scoring) is
     stopped and recorded as failed with a TimeLimitExceeded error.
     """
+    split_keys = split_keys or prep.scored_keys
     with PeakMemory() as memory:
         try:
             with time_limit(time_limit_s, f"{spec['library']}/{spec['name']}"):
-                out = _evaluate(spec, prep, batch_size)
+                out = _evaluate(spec, prep, batch_size, split_keys)
         except TimeLimitExceeded as exc:
             log.warning("%s/%s: %s", spec["library"], spec["name"], exc)
             out = DetectorOutcome()
-            out.errors = dict.fromkeys(prep.scored_keys, f"TimeLimitExceeded: {exc}")
+            out.errors = dict.fromkeys(split_keys, f"TimeLimitExceeded: {exc}")
     out.peak_memory_mb = memory.peak_mb
     return out
 
 
-def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> DetectorOutcome:
+def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys: list[str]
+              ) -> DetectorOutcome:
     out = DetectorOutcome()
-    split_keys = prep.scored_keys
     try:
         det = build(spec)
         out.consumes = det.consumes.value
@@ -119,10 +122,28 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int) -> Detector
             log.warning("%s/%s on %s: %s", spec["library"], spec["name"], key, error_text(exc))
             out.errors[key] = error_text(exc)
         out.score_seconds[key] = time.perf_counter() - t1
-        if key == ID_TEST and key in out.errors:  # nothing to compare against
+        if key == split_keys[0] and key in out.errors:  # the ID split: nothing to compare to
             out.errors = dict.fromkeys(split_keys, out.errors[key])
             break
     out.detector = det
+    return out
+
+
+def cached_outcome(spec: dict[str, Any], key: str, prep: Prepared, cfg: DictConfig,
+                   split_keys: list[str] | None = None) -> DetectorOutcome:
+    """Reuse cached scores of an identical earlier computation (score cache key ``key``), else
+    compute them (and cache them when nothing failed)."""
+    use_cache = bool(cfg.get("cache_scores", True))
+    if use_cache and (hit := score_cache.load(cache_root(cfg), key)) is not None:
+        scores, meta = hit
+        return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
+                               score_seconds=meta["score_seconds"], consumes=meta["consumes"],
+                               from_cache=True,
+                               peak_memory_mb=meta.get("peak_memory_mb", float("nan")))
+    out = evaluate_detector(spec, prep, cfg.data.batch_size, cfg.get("detector_time_limit_s"),
+                            split_keys)
+    if use_cache and not out.errors:
+        score_cache.save(cache_root(cfg), key, out.scores, out.meta())
     return out
 
 

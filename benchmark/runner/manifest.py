@@ -75,7 +75,9 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path) -> dict:
+def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path,
+                   extra: dict[str, Any] | None = None) -> dict:
+    """Write ``manifest.json``; ``extra`` adds top-level entries (e.g. tuning records)."""
     manifest = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seeds": {"global": cfg.seed, "split": cfg.data.split_seed,
@@ -102,6 +104,7 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
         "libraries": library_versions(sorted({str(s["library"]) for s in
                                               cfg.detectors.values()})),
         "git_commit": git_commit(),
+        **(extra or {}),
     }
     manifest = tidy(manifest)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -56,10 +57,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+VALIDATION = "validation"  # ID rows held out for tuning
+VALIDATION_OOD = "validation_ood"  # OOD rows for tuning, disjoint from every OOD test set
+
+
+def tuning(cfg: DictConfig) -> bool:
+    """Whether detectors with a search space are tuned on a validation split (``tune``)."""
+    return bool(cfg.get("tune", False))
+
+
 def load_sets(
     cfg: DictConfig,
 ) -> tuple[dict[str, data_mod.ImageSet], data_mod.IDSplits, dict[str, str]]:
-    """ID train/fit/calibration/test and every OOD set, seeded subsets recorded.
+    """ID train/fit/calibration/test and every OOD set, seeded subsets recorded; with
+    ``tune``, the validation splits too (ID rows out of the calibration block, OOD rows from
+    the pair's ``validation`` set, removed from any OOD test set drawn from the same split).
 
     OOD sets marked ``optional`` that cannot be had (no local copy, no download) are skipped;
     the third value maps their names to the reason.
@@ -69,14 +81,32 @@ def load_sets(
           "download_dir": Path(d.download_dir).expanduser()}
     id_train = data_mod.load(pair.id.dataset, pair.id.train_split, **kw)
     id_test = data_mod.load(pair.id.dataset, pair.id.test_split, **kw)
+    validation_size = int(d.get("validation_size") or 0) if tuning(cfg) else 0
     splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
-                                     d.fit_size, d.get("train_size"))
+                                     d.fit_size, d.get("train_size"), validation_size)
     sets = {
         "train": id_train.take(splits.train, split="train"),
         "fit": id_train.take(splits.fit, split="fit"),
         "calibration": id_train.take(splits.calibration, split="calibration"),
         ID_TEST: data_mod.subsample(id_test, d.max_id_test, d.split_seed),
     }
+    held_out: tuple[str, str, np.ndarray] | None = None  # OOD validation rows of a split
+    if validation_size:
+        sets[VALIDATION] = id_train.take(splits.validation, split=VALIDATION)
+        spec = pair.get("validation")
+        if not spec:
+            raise data_mod.DataError(
+                f"tune=true needs OOD validation images: pair {pair.name} has no `validation: "
+                "{dataset: ..., split: ..., size: ...}` entry (configs/pair/" + str(pair.name)
+                + ".yaml); add one whose images are not in any OOD test set")
+        source = data_mod.load(spec.dataset, spec.split, **kw)
+        if spec.size >= len(source):
+            raise data_mod.DataError(f"pair {pair.name}: validation size {spec.size} must be "
+                                     f"< the {len(source)} images of {spec.dataset}/{spec.split}")
+        rows = np.sort(np.random.default_rng([d.split_seed, 17]).choice(
+            len(source), size=spec.size, replace=False))
+        sets[VALIDATION_OOD] = source.take(rows, split=VALIDATION_OOD)
+        held_out = (spec.dataset, spec.split, rows)
     skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
         try:
@@ -87,6 +117,8 @@ def load_sets(
             skipped[ood_name] = str(exc)
             log.warning("skipping optional OOD set %s: %s", ood_name, exc)
             continue
+        if held_out is not None and (spec.dataset, spec.split) == held_out[:2]:
+            ood = ood.take(np.setdiff1d(np.arange(len(ood)), held_out[2]))
         ood = data_mod.subsample(ood, d.max_ood, d.split_seed)
         if spec.get("shift"):
             ood = shifts.shifted(ood, spec.shift.kind, spec.shift.get("severity", 3), d.split_seed)
@@ -116,7 +148,9 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     reps: dict[str, Representations] = {}
     hits: dict[str, bool] = {}
     t1 = time.perf_counter()
-    for name in ["fit", "calibration", ID_TEST] + [k for k in sets if k.startswith(OOD_PREFIX)]:
+    extra = [k for k in (VALIDATION, VALIDATION_OOD) if k in sets]
+    for name in ["fit", "calibration", *extra, ID_TEST] + [k for k in sets
+                                                          if k.startswith(OOD_PREFIX)]:
         reps[name], hits[name] = extract(
             backbone.model, sets[name], transform, backbone.sha256, cache_root(cfg), device,
             cfg.data.batch_size, with_maps=need_maps,

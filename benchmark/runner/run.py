@@ -7,6 +7,7 @@ offer analyses get them on the detectors just fitted (``analyses``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -22,37 +23,28 @@ from benchmark import compute
 from benchmark.pipeline.data import DataError
 from benchmark.pipeline.metrics import accuracy, compute_metrics
 from benchmark.results import ID_TEST, OOD_PREFIX, save_scores
-from benchmark.runner import score_cache
+from benchmark.runner import score_cache, tuning
 from benchmark.runner.analyses import Fitted, hook, write_analyses
 from benchmark.runner.evaluate import (
     DetectorOutcome,
+    cached_outcome,
     error_text,
-    evaluate_detector,
     needs_feature_maps,
 )
 from benchmark.runner.manifest import write_manifest
-from benchmark.runner.prepare import Prepared, cache_root, prepare, private_network
+from benchmark.runner.prepare import (
+    VALIDATION,
+    VALIDATION_OOD,
+    Prepared,
+    cache_root,
+    prepare,
+    private_network,
+)
+from benchmark.runner.prepare import tuning as tuning_on
 from benchmark.runner.tables import write_metric_tables
 from benchmark.stats import bootstrap
 
 log = logging.getLogger(__name__)
-
-
-def outcome_with_cache(spec: dict[str, Any], key: str, prep: Prepared, cfg: DictConfig
-                       ) -> DetectorOutcome:
-    """Reuse cached scores of an identical earlier computation, else compute (and cache)."""
-    use_cache = bool(cfg.get("cache_scores", True))
-    if use_cache and (hit := score_cache.load(cache_root(cfg), key)) is not None:
-        scores, meta = hit
-        return DetectorOutcome(scores=scores, fit_seconds=meta["fit_seconds"],
-                               score_seconds=meta["score_seconds"], consumes=meta["consumes"],
-                               from_cache=True,
-                               peak_memory_mb=meta.get("peak_memory_mb", float("nan")))
-    out = evaluate_detector(spec, prep, cfg.data.batch_size,
-                            cfg.get("detector_time_limit_s"))
-    if use_cache and not out.errors:
-        score_cache.save(cache_root(cfg), key, out.scores, out.meta())
-    return out
 
 
 class Draws:
@@ -117,6 +109,29 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
     return rows
 
 
+def _tuned_rows(det_id: str, spec: dict[str, Any], prep: Prepared, cfg: DictConfig,
+                rep_keys: dict[str, str], draws: Draws, out_dir: Path,
+                record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tune ``spec`` on the validation splits, then its rows at the picked values
+    (``<id>_tuned``; failed rows when no trial worked). The trials go to ``record``."""
+    tuned_id = det_id + tuning.SUFFIX
+    result = tuning.tune(spec, prep, cfg)
+    record[det_id] = result.record()
+    if result.picked is None:
+        out = DetectorOutcome(errors=dict.fromkeys(prep.scored_keys, result.error))
+        spec_t = tuning.without_search(spec)
+    else:
+        spec_t = tuning.tuned_spec(spec, result.picked)
+        out = cached_outcome(spec_t, score_cache.score_key(spec_t, rep_keys, prep.device.type),
+                             prep, cfg)
+        if out.scores:
+            save_scores(out_dir, tuned_id, out.scores)
+    rows = metric_rows(tuned_id, spec_t, out, prep, cfg, draws)
+    for row in rows:
+        row.update(tuned_from=det_id, tuned_params=json.dumps(result.picked, sort_keys=True))
+    return rows
+
+
 def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     """Run every detector in ``cfg.detectors``; write tables, scores and manifest to out_dir.
 
@@ -139,19 +154,25 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     settings = OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True)
     analysed = {lib for lib in {s["library"] for s in specs.values()}
                 if settings.get(lib, True) and hook(lib) is not None}
-    rep_keys = {name: reps.key for name, reps in prep.reps.items()}
+    # the splits a detector fits on and is tested on (tuning's validation splits apart)
+    rep_keys = {name: reps.key for name, reps in prep.reps.items()
+                if name not in (VALIDATION, VALIDATION_OOD)}
     rows: list[dict[str, Any]] = []
+    tuned: dict[str, Any] = {}
     draws = Draws(cfg, prep)
     fitted: dict[str, dict[str, Fitted]] = {lib: {} for lib in analysed}
     t_det = time.perf_counter()
     for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
-        key = score_cache.score_key(spec, rep_keys, prep.device.type)
-        out = outcome_with_cache(spec, key, prep, cfg)
+        core = tuning.without_search(spec)
+        key = score_cache.score_key(core, rep_keys, prep.device.type)
+        out = cached_outcome(core, key, prep, cfg)
         rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
         if out.scores:
             save_scores(out_dir, det_id, out.scores)
         if spec["library"] in analysed:
-            fitted[spec["library"]][det_id] = Fitted(spec, out.detector, key)
+            fitted[spec["library"]][det_id] = Fitted(core, out.detector, key)
+        if tuning_on(cfg) and spec.get("search"):
+            rows.extend(_tuned_rows(det_id, spec, prep, cfg, rep_keys, draws, out_dir, tuned))
     prep.timings["detectors_seconds"] = time.perf_counter() - t_det
     prep.timings["bootstrap_seconds"] = draws.seconds
     if analysed:
@@ -167,5 +188,5 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     prep.timings["total_seconds"] = time.perf_counter() - t_start
     frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
                                 skipped=prep.skipped)
-    write_manifest(cfg, prep, id_acc, out_dir)
+    write_manifest(cfg, prep, id_acc, out_dir, {"tuning": tuned} if tuned else None)
     return frame

@@ -75,6 +75,21 @@ def test_id_splits_are_disjoint_and_seeded() -> None:
     assert not np.array_equal(s.calibration, s3.calibration)
 
 
+def test_validation_comes_out_of_calibration_and_leaves_training_alone() -> None:
+    base = data.plan_id_splits(1000, seed=3, calibration_size=200, fit_size=300)
+    s = data.plan_id_splits(1000, seed=3, calibration_size=200, fit_size=300,
+                            validation_size=50)
+    assert np.array_equal(s.train, base.train) and np.array_equal(s.fit, base.fit)
+    assert len(s.validation) == 50 and len(s.calibration) == 150
+    assert set(s.validation) | set(s.calibration) == set(base.calibration)
+    assert not set(s.validation) & (set(s.calibration) | set(s.train))
+    assert len(base.validation) == 0 and "validation" not in base.describe()
+    assert s.describe()["validation"] == 50
+    with pytest.raises(data.DataError, match="validation_size=200 must be"):
+        data.plan_id_splits(1000, seed=3, calibration_size=200, fit_size=300,
+                            validation_size=200)
+
+
 def test_subsample_is_random_not_first_rows(root) -> None:
     cifar = data.load("cifar10", "test", root)  # stored grouped by class
     sub = data.subsample(cifar, 500, seed=0)
