@@ -33,6 +33,7 @@ from benchmark.config_groups import (
 from benchmark.paths import REPO, in_repo
 from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
 from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
+from benchmark.runner.tuning import SUFFIX as TUNED_SUFFIX
 from benchmark.stats import bootstrap
 
 # what "agree" means in an agreement table, unless the table says otherwise
@@ -99,6 +100,16 @@ def run_config(overrides: list[str], detector_options: list[str], extra: list[st
 
 def detector_id(option: str) -> str:
     return next(iter(detector_entries(option)))
+
+
+def row_detector(row: str | dict[str, Any]) -> tuple[str, str]:
+    """(detector option, detector id in the run) of a table row: an option, or ``{option:
+    ..., tuned: true}`` for the option's tuned rows (its run needs ``tune=true``)."""
+    if isinstance(row, dict):
+        option = str(row["option"])
+        det = detector_id(option)
+        return option, det + TUNED_SUFFIX if row.get("tuned") else det
+    return str(row), detector_id(str(row))
 
 
 @dataclass
@@ -210,7 +221,8 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
         markdown = _agreement_markdown(spec, long, runs, extra, left_out)
         wide = _agreement_wide(long)
     else:
-        runs = _run_all(name, spec, list(spec["detectors"].values()), extra, out_root,
+        options = list(dict.fromkeys(row_detector(r)[0] for r in spec["detectors"].values()))
+        runs = _run_all(name, spec, options, extra, out_root,
                         runs_root, left_out)
         long = cell_records(spec, runs)
         markdown = _markdown(spec, long, runs, extra, left_out)
@@ -277,8 +289,8 @@ def cell_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) -> pd.D
     difference, status."""
     published = spec.get("published", {})
     records = []
-    for label, option in spec["detectors"].items():
-        det = detector_id(option)
+    for label, row in spec["detectors"].items():
+        det = row_detector(row)[1]
         for j, col in enumerate(spec["columns"]):
             metric = col.get("metric", spec.get("metric", "auroc"))
             reps = runs[col["run"]]

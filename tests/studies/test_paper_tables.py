@@ -12,6 +12,7 @@ from benchmark.studies.paper_tables import (
     build,
     load_table,
     method_option,
+    row_detector,
 )
 from tests import markdown
 
@@ -26,6 +27,10 @@ def test_committed_table_configs_load() -> None:
     cifar = load_table("openood_cifar10")
     assert cifar["published"]["KNN (OpenOOD)"][:2] == [0.9064, 0.9296]
     assert cifar["published"]["KNN (pytorch-ood)"][:2] == [0.9064, 0.9296]
+    # tuned rows name the option and ask for its tuned detector (the run tunes)
+    assert row_detector(cifar["detectors"]["KNN (OpenOOD, tuned)"]) == ("openood/knn",
+                                                                       "openood_knn_tuned")
+    assert "tune=true" in cifar["runs"]["cifar10"]["overrides"]
 
 
 @pytest.mark.parametrize("name", group_options("table"))
@@ -33,7 +38,8 @@ def test_every_table_names_existing_options(name: str) -> None:
     """Rows and columns point at detector options and runs that exist (typos fail here)."""
     spec = load_table(name)
     options = ([o for pair in agreement_pairs(spec).values() for o in pair]
-               if spec.get("kind") == "agreement" else list(spec["detectors"].values()))
+               if spec.get("kind") == "agreement"
+               else [row_detector(r)[0] for r in spec["detectors"].values()])
     for option in options:
         assert (CONFIG_DIR / "detector" / f"{option}.yaml").exists(), option
     for col in spec.get("columns", []):
@@ -215,3 +221,20 @@ def test_a_seed_without_its_checkpoint_is_left_out_and_said() -> None:
     why = missing_checkpoint(["backbone.checkpoint=results/checkpoints/nope_s9.pt"])
     assert "nope_s9.pt not found" in why and "train_backbone.py" in why
     assert missing_checkpoint(["pair=mnist"]) is None  # trained by the harness
+
+
+def test_tuned_rows_come_from_the_runs_tuned_detector(root, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
+    spec = {"name": "tuned",
+            "runs": {"m": {"overrides": ["pair=mnist", "backbone=lenet", "tune=true",
+                                         "data.validation_size=300"]}},
+            "detectors": {"KNN": "pytorch_ood/knn",
+                          "KNN (tuned)": {"option": "pytorch_ood/knn", "tuned": True}},
+            "columns": [{"run": "m", "ood": "notmnist", "label": "notMNIST"}]}
+    build("tuned", SMALL, out_root=tmp_path / "tables", spec=spec, runs_root=tmp_path / "runs")
+    long = pd.read_csv(tmp_path / "tables" / "tuned.csv").set_index("row")
+    rows = pd.read_csv(tmp_path / "tables" / "tuned_runs" / "m" / "metrics.csv")
+    for label, det in (("KNN", "pytorch_ood_knn"), ("KNN (tuned)", "pytorch_ood_knn_tuned")):
+        ours = rows[(rows.detector == det) & (rows.ood_dataset == "notmnist")].auroc.iloc[0]
+        assert long.loc[label, "ours"] == pytest.approx(ours)
