@@ -12,6 +12,7 @@ source or dataset is not available, never inventing a value.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
           ) -> Path:
     spec = spec or load_table(name)
     left_out: dict[str, dict[int, str]] = {}
+    shutil.rmtree(out_root / f"{name}_runs", ignore_errors=True)  # no stale run copies
     if spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
         runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out)
