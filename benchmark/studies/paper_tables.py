@@ -358,7 +358,7 @@ def agreement_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) ->
                         f"AUROC {libs[1]}": float(ok[libs[1]][sets].mean()),
                         "AUROC difference": float((ok[libs[0]][sets]
                                                    - ok[libs[1]][sets]).mean()),
-                        "max |AUROC difference| over sets": float(diff.max()),
+                        "max abs AUROC difference over sets": float(diff.max()),
                         "Spearman rho (all samples)": float(rho_all),
                         "min Spearman rho over sets": float(np.min(rho_sets)),
                         "OOD sets": len(sets),
@@ -441,7 +441,7 @@ def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
 
 
 AGREEMENT_COLUMNS = ["AUROC {a}", "AUROC {b}", "AUROC difference",
-                     "max |AUROC difference| over sets", "Spearman rho (all samples)",
+                     "max abs AUROC difference over sets", "Spearman rho (all samples)",
                      "min Spearman rho over sets", "verdict"]
 
 
