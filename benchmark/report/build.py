@@ -144,27 +144,32 @@ def _plot_section(out: Path, plots: list[Path]) -> list[str]:
 
 
 def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
-    """Per setting: the top detector by mean AUROC over near + far sets and every detector
-    not significantly below it."""
+    """Per setting and per column (near + far, near, far): the top detector by mean AUROC and
+    every detector not significantly below it."""
     t = ["### Best detectors", "",
-         "The detector with the highest mean AUROC over the near + far OOD sets, and every "
-         "detector not significantly below it (paired DeLong, Holm-corrected over the "
+         "Per column, the detector with the highest mean AUROC (all = near + far OOD sets), and "
+         "every detector not significantly below it (paired DeLong, Holm-corrected over the "
          f"comparisons with the top one, adjusted p >= {significance.ALPHA}): on these samples "
          "they cannot be told apart.", ""]
     for (id_ds, bb), table in tables["auroc"].items():
         sub = coll.rows[(coll.rows["id_dataset"] == id_ds) & (coll.rows["backbone"] == bb)]
-        best = significance.best_detectors(coll, table, sub)
-        if best.empty:
-            continue
-        tied = best[best["tied_with_top"]]
-        below = len(best) - len(tied)
-        t += [f"ID {id_ds}, backbone {bb}: top {best.iloc[0].label}; {len(tied) - 1} other "
-              f"detector(s) not significantly below it, {below} significantly below.", ""]
-        rows = [[str(r.label), str(r.library), f"{r.value:.4f}",
-                 "top" if r.difference == 0 and pd.isna(r.p_holm) else f"{r.difference:+.4f}",
-                 "—" if pd.isna(r.p_holm) else f"{r.p_holm:.2g}"] for r in tied.itertuples()]
-        t += [markdown_table(["detector", "library", "mean AUROC (near+far)",
-                              "difference to top", "p (Holm)"], rows, right=(2, 3, 4)), ""]
+        for column in ("all", "near", "far"):
+            if column not in table or table[column].isna().all():
+                continue
+            best = significance.best_detectors(coll, table, sub, column)
+            if best.empty:
+                continue
+            tied = best[best["tied_with_top"]]
+            below = len(best) - len(tied)
+            t += [f"ID {id_ds}, backbone {bb}, **{column}**: top {best.iloc[0].label}; "
+                  f"{len(tied) - 1} other detector(s) not significantly below it, {below} "
+                  "significantly below.", ""]
+            rows = [[str(r.label), str(r.library), f"{r.value:.4f}",
+                     "top" if pd.isna(r.p_holm) else f"{r.difference:+.4f}",
+                     "—" if pd.isna(r.p_holm) else f"{r.p_holm:.2g}"]
+                    for r in tied.itertuples()]
+            t += [markdown_table(["detector", "library", f"mean AUROC ({column})",
+                                  "difference to top", "p (Holm)"], rows, right=(2, 3, 4)), ""]
     return t
 
 
