@@ -134,13 +134,13 @@ def speed_rows(coll: Collection, timing: pd.DataFrame) -> list[dict[str, Any]]:
 
 def shared_methods(tables: dict[str, Any]) -> dict[str, dict[str, tuple[str, str]]]:
     """``{method id: {library: (label, library's own name)}}`` for every method that at least
-    two libraries ran with a mean AUROC."""
+    two libraries ran with a mean AUROC (their default rows; tuned rows are left out)."""
     t = _aurocs(tables)
     if t.empty:
         return {}
     by_method: dict[str, dict[str, tuple[str, str]]] = {}
     for label, row in t.iterrows():
-        if pd.isna(row["all"]):
+        if pd.isna(row["all"]) or bool(row.get("tuned", False)):  # defaults vs defaults
             continue
         canon = canonical_method(str(row["library"]), str(row["method"]))
         by_method.setdefault(canon, {}).setdefault(str(row["library"]),

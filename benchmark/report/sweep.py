@@ -95,6 +95,8 @@ def wide_table(rows: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
                     rec[f"{name}_lo"] = float(ok.loc[name, f"{metric}_lo"])
                     rec[f"{name}_hi"] = float(ok.loc[name, f"{metric}_hi"])
         rec["replicates"] = len(reps)
+        # a tuned run of another detector (tune=true): not that detector's default row
+        rec["tuned"] = bool("tuned_from" in grp and grp["tuned_from"].notna().any())
         out.append(rec)
     table = pd.DataFrame(out).set_index("label")
     ascending = not HIGHER_IS_BETTER.get(metric, True)
@@ -115,9 +117,10 @@ def sweep_csv_frame(rows: pd.DataFrame) -> pd.DataFrame:
             lambda s: ";".join(map(str, s)))
         base["failed_on"] = failed.reindex(base.index).fillna("")
         base["replicates"] = tables["auroc"]["replicates"]
+        base["tuned"] = tables["auroc"]["tuned"]
         for m, t in tables.items():
             cols = [c for c in t.columns
-                    if c not in ("library", "detector", "method", "replicates")]
+                    if c not in ("library", "detector", "method", "replicates", "tuned")]
             for c in cols:
                 base[f"{m}_{c}"] = t[c].reindex(base.index)
         parts.append(base)
