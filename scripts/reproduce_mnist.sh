@@ -35,12 +35,8 @@ if [[ $what == seeds || $what == all ]]; then
   openood=openood/msp,openood/mls,openood/ebo,openood/mds,openood/knn,openood/vim,openood/react,openood/odin
   ood-bench -m backbone.recipe.seed=0,1,2 "detector=default,$openood" \
     hydra.sweep.dir=multirun/mnist_seeds
-  # the ease-of-use and robustness studies do not depend on the seed: reuse their CSVs when an
-  # earlier report measured them (ood-bench-report ... --all measures them again)
-  mkdir -p results/mnist_seeds
-  for f in ease_of_use.csv robustness.csv; do
-    [[ -f results/mnist_default/$f ]] && cp "results/mnist_default/$f" results/mnist_seeds/
-  done
+  # the ease-of-use and robustness CSVs already in results/mnist_seeds are kept by the report
+  # (they do not depend on the seed); add --all to measure them again
   ood-bench-report multirun/mnist_seeds --out results/mnist_seeds
 fi
 if [[ $what == reproducibility || $what == all ]]; then
