@@ -10,19 +10,30 @@ REPO = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = frozenset({".md", ".csv", ".tex", ".json", ".txt"})
 
 
+def portable(text: str) -> str:
+    """``text`` with this machine's paths written portably (committed files must not name
+    them): the repository as ``.``, the folder beside it (``../shared/data``) as ``..``, the
+    home directory as ``~``, absolute ``/tmp`` paths as ``<tmp>``."""
+    repo, parent, home = str(REPO), str(REPO.parent), str(Path.home())
+    text = text.replace(repo + "/", "./").replace(repo, ".")
+    if parent not in ("/", home):
+        text = text.replace(parent + "/", "../")
+    text = text.replace(home + "/", "~/")
+    return re.sub(r"(?<![\w./~-])/tmp/[^\s,'\"|)]*", "<tmp>", text)
+
+
 def display_path(path: Path | str) -> str:
-    """The path with the home directory as ``~`` (manifests get committed under results/)."""
-    text, home = str(path), str(Path.home())
-    return "~" + text[len(home):] if text.startswith(home + "/") else text
+    """The path written portably (manifests get committed under results/)."""
+    return portable(str(path))
 
 
 def tidy(obj: Any) -> Any:
-    """Every string in a nested dict/list that is a path under the home directory, with ``~``."""
+    """Every string in a nested dict/list written portably (:func:`portable`)."""
     if isinstance(obj, dict):
         return {k: tidy(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [tidy(v) for v in obj]
-    return display_path(obj) if isinstance(obj, str) else obj
+    return portable(obj) if isinstance(obj, str) else obj
 
 
 def in_repo(path: str | Path) -> str:
@@ -35,14 +46,12 @@ def in_repo(path: str | Path) -> str:
 
 
 def scrub_paths(folder: Path) -> None:
-    """Write machine paths portably in every text file under ``folder`` (it gets committed):
-    the repository as ``.``, the home directory as ``~``, temporary folders as ``<tmp>``."""
-    repo, home = str(REPO), str(Path.home())
+    """Write machine paths portably (:func:`portable`) in every text file under ``folder``
+    (it gets committed)."""
     for f in folder.rglob("*"):
         if f.suffix not in TEXT_SUFFIXES or not f.is_file():
             continue
         text = f.read_text()
-        new = text.replace(repo + "/", "./").replace(repo, ".").replace(home + "/", "~/")
-        new = re.sub(r"(?<![\w./~-])/tmp/[^\s,'\"|)]*", "<tmp>", new)  # absolute /tmp only
+        new = portable(text)
         if new != text:
             f.write_text(new)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.paths import REPO, display_path, in_repo, scrub_paths
+from benchmark.paths import REPO, display_path, in_repo, scrub_paths, tidy
 
 
 def test_scrub_paths_makes_committed_text_portable(tmp_path) -> None:
@@ -21,3 +21,11 @@ def test_display_path_and_repository_relative_paths(tmp_path, monkeypatch) -> No
     assert in_repo("results/checkpoints/resnet20_cifar10.pt") == str(
         REPO / "results/checkpoints/resnet20_cifar10.pt")
     assert in_repo("no/such/file") == "no/such/file"
+
+
+def test_the_folder_beside_the_repository_is_written_relative() -> None:
+    """The default data root ``../shared/data`` (and anything read from it) stays relative."""
+    data = REPO.parent / "shared" / "data"
+    assert display_path(data) == "../shared/data"
+    assert tidy({"root": str(data), "files": [f"local:{data}/MNIST/raw/x.gz"]}) == {
+        "root": "../shared/data", "files": ["local:../shared/data/MNIST/raw/x.gz"]}

@@ -31,7 +31,7 @@ from benchmark.config_groups import (
     is_suite,
     read_option,
 )
-from benchmark.paths import REPO, in_repo
+from benchmark.paths import REPO, in_repo, scrub_paths
 from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
 from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
 from benchmark.runner.tuning import SUFFIX as TUNED_SUFFIX
@@ -233,6 +233,7 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
     long.to_csv(out_root / f"{name}.csv", index=False)
     (out_root / f"{name}.md").write_text(markdown)
     (out_root / f"{name}.tex").write_text(_latex(wide))
+    scrub_paths(out_root)  # committed: skip reasons and manifests name no machine path
     return out_root / f"{name}.md"
 
 
