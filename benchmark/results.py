@@ -197,11 +197,6 @@ def _labels(rows: pd.DataFrame, runs: list[Run]) -> pd.Series:
     return labels
 
 
-def replicates(rows: pd.DataFrame) -> list[str]:
-    """The runs behind some rows (one per replicate of their setting), in order."""
-    return list(dict.fromkeys(rows["run"]))
-
-
 def sweep_commands(roots: list[Path]) -> list[str]:
     """The ``ood-bench`` command lines behind the runs, from what Hydra saved.
 

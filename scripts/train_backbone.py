@@ -80,7 +80,8 @@ def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
                 "bytes": export.stat().st_size, "id_dataset": cfg.pair.id.dataset,
                 "id_test_accuracy": acc, "n_train": len(sets["train"]),
                 "n_id_test": len(sets["id_test"]),
-                "compute": (training_record(backbone.checkpoint) or {}).get("compute"),
+                "compute": (training_record(backbone.checkpoint, backbone.sha256)
+                            or {}).get("compute"),
                 "command": command,
                 "use": f"ood-bench {' '.join(overrides)} backbone.checkpoint={export}"}
         export.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")

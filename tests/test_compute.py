@@ -22,15 +22,17 @@ def test_pinned_sets_and_restores_threads_and_onednn() -> None:
 
 def test_pinned_restores_after_an_error() -> None:
     threads = torch.get_num_threads()
-    with pytest.raises(KeyError), compute.pinned(compute.ComputeSettings(threads=1)):
+    other = 1 if threads != 1 else 2
+    with pytest.raises(KeyError), compute.pinned(compute.ComputeSettings(threads=other)):
+        assert torch.get_num_threads() == other
         raise KeyError("boom")
     assert torch.get_num_threads() == threads
 
 
-def test_null_threads_leaves_the_default() -> None:
-    threads = torch.get_num_threads()
-    with compute.pinned(compute.ComputeSettings(threads=None)):
-        assert torch.get_num_threads() == threads
+def test_null_threads_leaves_the_callers_setting() -> None:
+    with compute.pinned(compute.ComputeSettings(threads=1)):  # not the default (2 here)
+        with compute.pinned(compute.ComputeSettings(threads=None)):
+            assert torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "two"])

@@ -239,14 +239,15 @@ def training_record_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
-def training_record(checkpoint: Path) -> dict[str, Any] | None:
+def training_record(checkpoint: Path, sha256: str) -> dict[str, Any] | None:
     """The training record of a checkpoint the harness trained (None: brought by the user, or
-    trained before records existed, or its sha256 no longer matches the file)."""
+    trained before records existed, or recorded for other bytes than ``sha256``, the
+    checkpoint's hash the caller already has)."""
     path = training_record_path(checkpoint)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("sha256") != file_sha256(checkpoint):
+    if record.get("sha256") != sha256:
         return None
     return record

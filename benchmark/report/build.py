@@ -75,9 +75,10 @@ def build_report(roots: list[Path], out: Path, commands: list[str] | None = None
     rows = (performance_rows(coll, tables) + speed_rows(coll, timing)
             + same_method_speed_rows(coll, tables, timing)
             + ease_rows(coll, studies.ease) + robustness_rows(coll, studies.robustness))
-    decide_performance(rows, coll)
+    tester = significance.Tester(coll)  # scores loaded once for every test of the report
+    decide_performance(rows, coll, tester)
     text = _report_text(coll, out, tables, timing, plots, studies, libs, rows,
-                        commands or [], report_command)
+                        commands or [], report_command, tester)
     path = out / "report.md"
     path.write_text(text)
     scrub_paths(out)
@@ -143,7 +144,8 @@ def _plot_section(out: Path, plots: list[Path]) -> list[str]:
     return t
 
 
-def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
+def _best_section(coll: Collection, tables: dict[str, Any], tester: significance.Tester
+                  ) -> list[str]:
     """Per setting and per column (near + far, near, far): the top detector by mean AUROC and
     every detector not significantly below it."""
     t = ["### Best detectors", "",
@@ -156,7 +158,7 @@ def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
         for column in ("all", "near", "far"):
             if column not in table or table[column].isna().all():
                 continue
-            best = significance.best_detectors(coll, table, sub, column)
+            best = significance.best_detectors(tester, table, sub, column)
             if best.empty:
                 continue
             tied = best[best["tied_with_top"]]
@@ -176,7 +178,7 @@ def _best_section(coll: Collection, tables: dict[str, Any]) -> list[str]:
 def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd.DataFrame,
                  plots: list[Path], studies: Studies, libs: list[str],
                  rows: list[dict[str, Any]], commands: list[str],
-                 report_command: str | None) -> str:
+                 report_command: str | None, tester: significance.Tester) -> str:
     t = _header(coll, libs, commands, report_command)
     t += ["## Summary by criterion", "",
           "One row per measure. Performance: 'better' names a library only when its best "
@@ -186,8 +188,8 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
           "otherwise 'tie'. Other criteria: the better measured value (times, sizes, "
           "findings: lower). Details and definitions are in the parts linked below.", "",
           summary_table(rows, libs), ""]
-    t += _best_section(coll, tables)
-    same = same_method_table(coll, tables, timing)
+    t += _best_section(coll, tables, tester)
+    same = same_method_table(coll, tables, timing, tester)
     if same:
         t += ["### The same method in several libraries", "",
               "Mean AUROC over the OOD sets, and the timings of section 2, for every method "

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from benchmark.results import GROUP_ORDER, ID_TEST, OOD_PREFIX, Collection
+from benchmark.report.sweep import column_sets, ood_order
+from benchmark.results import ID_TEST, OOD_PREFIX, Collection
 from benchmark.stats import paired
 
 ALPHA = 0.05
-SEMANTIC = ("near", "far")
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,8 @@ class Test:
 
 
 def group_sets(rows: pd.DataFrame, column: str) -> list[str]:
-    """The OOD sets behind a table column: one set, a group's sets, or ``all`` (near + far,
-    else every set), as :func:`benchmark.report.sweep.wide_table` averages them."""
-    pairs = dict(zip(rows["ood_dataset"].astype(str), rows["ood_group"].astype(str),
-                     strict=False))
-    if column in pairs:
-        return [column]
-    if column in GROUP_ORDER:
-        return [s for s, g in pairs.items() if g == column]
-    semantic = [s for s, g in pairs.items() if g in SEMANTIC]
-    return semantic or list(pairs)
+    """The OOD sets behind a table column, as the sweep tables average them."""
+    return column_sets(ood_order(rows), column)
 
 
 def _replicate_key(rows: pd.DataFrame) -> tuple:
@@ -112,7 +104,7 @@ def adjusted(tests: list[Test]) -> dict[tuple[str, str, tuple[str, ...]], float]
     return {(t.a, t.b, t.sets): float(p) for t, p in zip(tests, adj, strict=True)}
 
 
-def best_detectors(coll: Collection, table: pd.DataFrame, rows: pd.DataFrame,
+def best_detectors(tester: Tester, table: pd.DataFrame, rows: pd.DataFrame,
                    column: str = "all") -> pd.DataFrame:
     """Every detector not significantly below the top one on ``column`` (mean AUROC).
 
@@ -124,7 +116,6 @@ def best_detectors(coll: Collection, table: pd.DataFrame, rows: pd.DataFrame,
         return pd.DataFrame()
     top = str(ranked.index[0])
     sets = group_sets(rows, column)
-    tester = Tester(coll)
     tests = [t for label in ranked.index[1:]
              if (t := tester.test(top, str(label), sets)) is not None]
     adj = adjusted(tests)

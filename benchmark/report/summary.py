@@ -76,11 +76,12 @@ def performance_rows(coll: Collection, tables: dict[str, Any]) -> list[dict[str,
     return rows
 
 
-def decide_performance(rows: list[dict[str, Any]], coll: Collection) -> None:
+def decide_performance(rows: list[dict[str, Any]], coll: Collection,
+                       tester: significance.Tester | None = None) -> None:
     """Set ``better`` of every row that compares the libraries' best detectors: the library
     whose best is significantly above every other library's best (paired DeLong on the
     column's OOD sets, Holm over all the table's comparisons), else ``tie``."""
-    tester = significance.Tester(coll)
+    tester = tester or significance.Tester(coll)
     planned: list[tuple[dict[str, Any], str, str, significance.Test]] = []
     for rec in rows:
         cmp = rec.get("compare")
@@ -175,7 +176,8 @@ def same_method_speed_rows(coll: Collection, tables: dict[str, Any], timing: pd.
     return rows
 
 
-def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataFrame) -> str:
+def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataFrame,
+                      tester: significance.Tester | None = None) -> str:
     """The same method from several libraries side by side: mean AUROC over OOD sets, fit
     seconds, scoring seconds per 1,000 samples (and the AUROC difference of two libraries)."""
     shared = shared_methods(tables)
@@ -195,7 +197,8 @@ def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataF
         return "—" if math.isnan(v) else format(v, spec)
 
     two = len(libs) == 2
-    verdicts = _same_method_verdicts(shared, libs, coll) if two else {}
+    verdicts = (_same_method_verdicts(shared, libs, tester or significance.Tester(coll))
+                if two else {})
     head = [f"method ({' / '.join(library_title(lib) for lib in libs)} name)"]
     head += [f"AUROC {lib}" for lib in libs] + (["difference", "p (Holm)", "better"] if two
                                                 else ["spread"])
@@ -217,10 +220,10 @@ def same_method_table(coll: Collection, tables: dict[str, Any], timing: pd.DataF
 
 
 def _same_method_verdicts(shared: dict[str, dict[str, tuple[str, str]]], libs: list[str],
-                          coll: Collection) -> dict[str, tuple[str, str]]:
+                          tester: significance.Tester) -> dict[str, tuple[str, str]]:
     """Per method run by both libraries: (Holm-adjusted p, "tie" or the better library) of
     the paired DeLong test of their mean AUROC (the sweep's ``all`` sets)."""
-    tester = significance.Tester(coll)
+    coll = tester.coll
     tests = {}
     for canon, by_lib in shared.items():
         if all(lib in by_lib for lib in libs):

@@ -44,6 +44,17 @@ def _mean(values: Iterable[float]) -> float:
     return float(sum(vals) / len(vals))
 
 
+def column_sets(order: list[tuple[str, str]], column: str) -> list[str]:
+    """The OOD sets a table column averages: one set, a group's sets, or ``all`` (near + far
+    when there are any, else every set)."""
+    names = [n for n, _ in order]
+    if column in names:
+        return [column]
+    if column == "all":
+        return [n for n, g in order if g in SEMANTIC] or names
+    return [n for n, g in order if g == column]
+
+
 def _replicate_values(grp: pd.DataFrame, metric: str, order: list[tuple[str, str]]
                       ) -> dict[str, float]:
     """One replicate (run) of one detector: the metric per OOD set and per-group means."""
@@ -51,11 +62,9 @@ def _replicate_values(grp: pd.DataFrame, metric: str, order: list[tuple[str, str
     rec: dict[str, float] = {}
     for name, _ in order:
         rec[name] = float(ok[name]) if name in ok.index else float("nan")
-    for g in GROUP_ORDER:
-        members = [n for n, grp_name in order if grp_name == g]
+    for g in (*GROUP_ORDER, "all"):
+        members = column_sets(order, g)
         rec[g] = _mean(rec[n] for n in members) if members else float("nan")
-    semantic = [n for n, g in order if g in SEMANTIC] or [n for n, _ in order]
-    rec["all"] = _mean(rec[n] for n in semantic)
     return rec
 
 

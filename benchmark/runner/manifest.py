@@ -72,7 +72,7 @@ def git_commit() -> str | None:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({compute.cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path,
@@ -93,7 +93,7 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
             "train_seconds": prep.backbone.train_seconds,
             "id_test_accuracy": id_accuracy,
             # how the checkpoint was trained (threads, CPU kernels), when the harness trained it
-            "training": training_record(prep.backbone.checkpoint),
+            "training": training_record(prep.backbone.checkpoint, prep.backbone.sha256),
         },
         "representations": {name: {"key": r.key, "from_cache": prep.cache_hits[name]}
                             for name, r in prep.reps.items()},

@@ -55,15 +55,12 @@ class Draws:
         block = cfg.get("bootstrap") or {}
         self.resamples = int(block.get("resamples", 0) or 0)
         self.level = float(block.get("level", 0.95))
-        self.seed = int(cfg.seed)
         self._sizes = {key: len(prep.reps[key]) for key in prep.scored_keys}
-        self._draws: dict[str, bootstrap.Resamples] = {}
+        self._draws = bootstrap.SharedDraws(self.resamples, int(cfg.seed))
         self.seconds = 0.0
 
     def __call__(self, key: str) -> bootstrap.Resamples:
-        if key not in self._draws:
-            self._draws[key] = bootstrap.draw(self._sizes[key], self.resamples, self.seed, key)
-        return self._draws[key]
+        return self._draws(key, self._sizes[key])
 
     def intervals(self, id_scores, ood_scores, ood_key: str) -> dict[str, float]:
         if not self.resamples:

@@ -153,6 +153,21 @@ def resampled_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, id_draws: R
     return out
 
 
+class SharedDraws:
+    """The draws of each split of one run, made once (on first use) and shared by every
+    detector: ``draws(split key, size)``. The same (resamples, seed) anywhere re-draws the same
+    rows, so a later reader of the saved scores resamples what the run did."""
+
+    def __init__(self, resamples: int, seed: int) -> None:
+        self.resamples, self.seed = resamples, seed
+        self._draws: dict[tuple[str, int], Resamples] = {}
+
+    def __call__(self, split: str, size: int) -> Resamples:
+        if (split, size) not in self._draws:
+            self._draws[(split, size)] = draw(size, self.resamples, self.seed, split)
+        return self._draws[(split, size)]
+
+
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The central ``level`` interval of bootstrap values (percentile method)."""
     tail = (1 - level) / 2

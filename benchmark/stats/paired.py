@@ -74,12 +74,6 @@ def _variance(id_part: np.ndarray, ood_parts: list[np.ndarray]) -> float:
     return float(var)
 
 
-def mean_auroc_se(scores: Scores, sets: Sequence[str]) -> tuple[float, float]:
-    """Mean AUROC of one detector over ``sets`` and its DeLong standard error."""
-    auroc, id_part, ood_parts = _mean_components(scores, sets)
-    return auroc, float(np.sqrt(_variance(id_part, ood_parts)))
-
-
 def compare(a: Scores, b: Scores, sets: Sequence[str]) -> Comparison:
     """DeLong's paired test of mean AUROC over ``sets``: detector ``a`` vs ``b``.
 

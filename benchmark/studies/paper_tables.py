@@ -123,6 +123,7 @@ class RunResult:
     groups: dict[str, str]  # every OOD set of the pair (skipped ones too) -> near/far/...
     seed: int | None = None
     _resampled: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    _draws: bootstrap.SharedDraws | None = None
 
     def scores(self, det: str) -> dict[str, np.ndarray]:
         return load_scores(self.out, det)
@@ -138,9 +139,11 @@ class RunResult:
             if not n or ID_TEST not in scores or ood_key(ood) not in scores:
                 return None
             id_s, ood_s = scores[ID_TEST], scores[ood_key(ood)]
+            if self._draws is None:  # the run's draws, made once for all its detectors
+                self._draws = bootstrap.SharedDraws(n, seed)
             self._resampled[(det, ood)] = bootstrap.resampled_metrics(
-                id_s, ood_s, bootstrap.draw(len(id_s), n, seed, ID_TEST),
-                bootstrap.draw(len(ood_s), n, seed, ood_key(ood)))
+                id_s, ood_s, self._draws(ID_TEST, len(id_s)),
+                self._draws(ood_key(ood), len(ood_s)))
         return self._resampled[(det, ood)]
 
     @property

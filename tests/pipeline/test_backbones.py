@@ -97,13 +97,13 @@ def test_two_trainings_in_fresh_caches_give_the_same_bits(tiny, tmp_path) -> Non
     recipe = Recipe(epochs=1, batch_size=64, schedule="onecycle", seed=5)
     shas = []
     for cache in ("a", "b"):
-        with compute.pinned(compute.ComputeSettings(threads=2, onednn=True)):
+        with compute.pinned(compute.ComputeSettings(threads=1, onednn=True)):
             bb = get_backbone("lenet", {}, recipe, tiny, T, tmp_path / cache, CPU)
         assert bb.trained_now
         shas.append(bb.sha256)
-        record = backbones.training_record(bb.checkpoint)
+        record = backbones.training_record(bb.checkpoint, bb.sha256)
         assert record is not None and record["sha256"] == bb.sha256
-        assert record["compute"]["threads"] == 2 and record["compute"]["onednn_enabled"]
+        assert record["compute"]["threads"] == 1 and record["compute"]["onednn_enabled"]
         assert record["compute"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert record["n_train"] == len(tiny) and record["recipe"]["seed"] == 5
     assert shas[0] == shas[1]
@@ -111,8 +111,9 @@ def test_two_trainings_in_fresh_caches_give_the_same_bits(tiny, tmp_path) -> Non
 
 def test_training_record_is_ignored_when_the_checkpoint_changed(tiny, tmp_path) -> None:
     bb = get_backbone("lenet", {}, Recipe(epochs=1, batch_size=128), tiny, T, tmp_path, CPU)
-    assert backbones.training_record(bb.checkpoint) is not None
+    assert backbones.training_record(bb.checkpoint, bb.sha256) is not None
     state = torch.load(bb.checkpoint, weights_only=False)
     state["fc.bias"] += 1
     torch.save(state, bb.checkpoint)
-    assert backbones.training_record(bb.checkpoint) is None
+    changed = backbones.file_sha256(bb.checkpoint)
+    assert backbones.training_record(bb.checkpoint, changed) is None

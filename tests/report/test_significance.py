@@ -74,7 +74,8 @@ def test_seeds_are_replicates_of_one_label(sweep) -> None:
 
 def test_best_detectors_keep_the_ties_and_drop_the_clearly_worse(sweep) -> None:
     coll = collect(sweep)
-    best = significance.best_detectors(coll, wide_table(coll.rows), coll.rows)
+    best = significance.best_detectors(significance.Tester(coll), wide_table(coll.rows),
+                                       coll.rows)
     verdict = dict(zip(best.label, best.tied_with_top, strict=True))
     assert not verdict["weak"]
     assert verdict["twin"] and verdict["close"]  # not distinguishable from the top

@@ -30,7 +30,10 @@ def test_components_match_their_definition_and_the_auroc(seed) -> None:
 def test_delong_standard_error_matches_the_bootstrap() -> None:
     rng = np.random.default_rng(0)
     id_s, ood_s = rng.normal(0, 1, 800), rng.normal(1, 1, 600)
-    _, se = paired.mean_auroc_se({"id": id_s, "x": ood_s}, ["x"])
+    # against a constant detector (all ties: components 1/2, no variance) the paired SE is the
+    # detector's own SE
+    flat = {"id": np.zeros(800), "x": np.zeros(600)}
+    se = paired.compare({"id": id_s, "x": ood_s}, flat, ["x"]).se
     boot = bs.resampled_metrics(id_s, ood_s, bs.draw(800, 2000, 0, "id"),
                                 bs.draw(600, 2000, 0, "x"))["auroc"]
     assert se == pytest.approx(boot.std(), rel=0.1)
