@@ -5,10 +5,11 @@ its own size (stratified: the ID/OOD ratio of the evaluation is kept). A resampl
 how often each row was drawn (``counts``); each class is sorted once per cell, and every
 metric of a resample follows from the cumulative drawn weights of each class read at fixed
 positions (where each sample sits among the others), so a resample costs cumulative sums and
-gathers, never a sort, and all resamples of a cell are computed at once (about 0.1 s per cell
-of 2,000 + 2,000 rows and 1,000 resamples on one CPU core: scripts/bench_bootstrap.py). On unit
-counts, and on any counts, the metrics equal :func:`benchmark.pipeline.metrics.compute_metrics`
-on the drawn rows (same ties, same curves; AUPRs to float32 precision).
+gathers, never a sort, and all resamples of a cell are computed at once (97 ms per cell of
+2,000 + 2,000 rows and 1,000 resamples on one core:
+results/reproducibility/bootstrap_cost.txt). On unit counts, and on any counts, the metrics
+equal :func:`benchmark.pipeline.metrics.compute_metrics` on the drawn rows (same ties, same
+curves; AUPRs to float32 precision).
 
 The draws depend only on (seed, split name, split size): every detector of a run is resampled
 on the same rows, so differences between detectors can be bootstrapped pairwise and a mean
