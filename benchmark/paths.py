@@ -10,30 +10,34 @@ REPO = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = frozenset({".md", ".csv", ".tex", ".json", ".txt"})
 
 
-def portable(text: str) -> str:
+def portable(text: str, tmp: bool = True) -> str:
     """``text`` with this machine's paths written portably (committed files must not name
     them): the repository as ``.``, the folder beside it (``../shared/data``) as ``..``, the
-    home directory as ``~``, absolute ``/tmp`` paths as ``<tmp>``."""
+    home directory as ``~``, and (``tmp``) absolute ``/tmp`` paths as ``<tmp>``, which is no
+    longer a usable path: manifests, read back by studies, keep theirs."""
     repo, parent, home = str(REPO), str(REPO.parent), str(Path.home())
     text = text.replace(repo + "/", "./").replace(repo, ".")
     if parent not in ("/", home):
         text = text.replace(parent + "/", "../")
     text = text.replace(home + "/", "~/")
+    if not tmp:
+        return text
     return re.sub(r"(?<![\w./~-])/tmp/[^\s,'\"|)]*", "<tmp>", text)
 
 
 def display_path(path: Path | str) -> str:
     """The path written portably (manifests get committed under results/)."""
-    return portable(str(path))
+    return portable(str(path), tmp=False)
 
 
 def tidy(obj: Any) -> Any:
-    """Every string in a nested dict/list written portably (:func:`portable`)."""
+    """Every string in a nested dict/list written portably (:func:`portable`; temporary
+    folders kept: a manifest's config is read back by studies)."""
     if isinstance(obj, dict):
         return {k: tidy(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [tidy(v) for v in obj]
-    return portable(obj) if isinstance(obj, str) else obj
+    return portable(obj, tmp=False) if isinstance(obj, str) else obj
 
 
 def in_repo(path: str | Path) -> str:

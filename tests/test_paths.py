@@ -29,3 +29,8 @@ def test_the_folder_beside_the_repository_is_written_relative() -> None:
     assert display_path(data) == "../shared/data"
     assert tidy({"root": str(data), "files": [f"local:{data}/MNIST/raw/x.gz"]}) == {
         "root": "../shared/data", "files": ["local:../shared/data/MNIST/raw/x.gz"]}
+
+
+def test_manifest_paths_stay_usable() -> None:
+    """A manifest's config is read back by studies: a temporary cache folder must stay a path."""
+    assert tidy({"cache_dir": "/tmp/pytest-1/cache"}) == {"cache_dir": "/tmp/pytest-1/cache"}
