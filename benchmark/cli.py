@@ -21,7 +21,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config_groups import CONFIG_DIR, ConfigError, check_overrides, expand_patterns
+from benchmark.config_groups import (
+    CONFIG_DIR,
+    ConfigError,
+    check_overrides,
+    expand_patterns,
+    unknown_keys,
+)
 
 log = logging.getLogger("ood-bench")
 
@@ -54,14 +60,31 @@ def user_errors(prog: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- ood-bench
 
 
+def warn_unknown_keys(cfg: DictConfig) -> None:
+    """Warn about keys no config defines (``+data.fit_sise=5`` is accepted by Hydra and does
+    nothing): under ``data``, ``backbone`` and ``detectors``."""
+    for key, hint in unknown_keys(OmegaConf.to_container(cfg, resolve=False)):
+        message = f"unknown config key {key!r} (no shipped config has it; it has no effect)"
+        if hint:
+            message += f"; did you mean {hint!r}?"
+        log.warning("%s", message)
+        print(f"ood-bench: warning: {message}", file=sys.stderr)
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
     from benchmark.runner.run import run
     from benchmark.runner.summary import print_summary
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    with user_errors("ood-bench"):
-        frame = run(cfg, out_dir)
+    warn_unknown_keys(cfg)
+    try:
+        with user_errors("ood-bench"):
+            frame = run(cfg, out_dir)
+    except KeyboardInterrupt:
+        print(f"\nood-bench: interrupted; the detectors that finished are in "
+              f"{out_dir / 'metrics.csv'}", file=sys.stderr)
+        raise SystemExit(130) from None
     print_summary(frame, out_dir)
 
 

@@ -129,4 +129,94 @@ def check_overrides(args: list[str], prog: str = "ood-bench") -> str | None:
         if wrong:
             return (f"{prog}: error: no {key} named {', '.join(map(repr, wrong))}.\n"
                     f"Valid {key} options: {', '.join(valid)}")
+    problem = unknown_override(args, dirs)
+    return f"{prog}: {problem}" if problem else None
+
+
+# --------------------------------------------------------------------------- unknown keys
+
+DETECTOR_KEYS = ("library", "name", "params", "search")
+
+
+def _yaml_keys(group: str, dirs: Sequence[Path]) -> dict[str, set[str]]:
+    """Keys the options of ``group`` define: top level (``""``) and one level down."""
+    keys: dict[str, set[str]] = {"": set()}
+    for option in group_options(group, dirs):
+        body = read_option(group, option, dirs)
+        for k, v in body.items():
+            if k == "defaults":
+                continue
+            keys[""].add(k)
+            if isinstance(v, dict):
+                keys.setdefault(k, set()).update(v)
+    return keys
+
+
+def known_keys(dirs: Sequence[Path] = (CONFIG_DIR,)) -> dict[str, dict[str, set[str]]]:
+    """Per checked section (``data``, ``backbone``): the keys some config defines."""
+    from dataclasses import fields
+
+    from benchmark.pipeline.backbones import Recipe
+
+    backbone = _yaml_keys("backbone", dirs)
+    backbone.setdefault("recipe", set()).update(f.name for f in fields(Recipe))
+    return {"data": _yaml_keys("data", dirs), "backbone": backbone}
+
+
+def _hint(key: str, valid: set[str]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_keys(cfg: dict[str, Any], dirs: Sequence[Path] = (CONFIG_DIR,)
+                 ) -> list[tuple[str, str | None]]:
+    """``(dotted key, closest known key)`` for every key under ``data`` and ``backbone`` that no
+    config defines, and every detector entry key other than library/name/params/search."""
+    out: list[tuple[str, str | None]] = []
+    for section, schema in known_keys(dirs).items():
+        body = cfg.get(section) or {}
+        for k, v in body.items():
+            if k not in schema[""]:
+                hint = _hint(k, schema[""])
+                out.append((f"{section}.{k}", f"{section}.{hint}" if hint else None))
+            elif k in schema and isinstance(v, dict) and section == "backbone" and \
+                    k in ("recipe", "input"):
+                for sub in v:
+                    if sub not in schema[k]:
+                        hint = _hint(sub, schema[k])
+                        out.append((f"{section}.{k}.{sub}",
+                                    f"{section}.{k}.{hint}" if hint else None))
+    for det_id, entry in (cfg.get("detectors") or {}).items():
+        for k in entry or {}:
+            if k not in DETECTOR_KEYS:
+                hint = _hint(k, set(DETECTOR_KEYS))
+                out.append((f"detectors.{det_id}.{k}",
+                            f"detectors.{det_id}.{hint}" if hint else None))
+    return out
+
+
+def unknown_override(args: Sequence[str], dirs: Sequence[Path]) -> str | None:
+    """A message for an override of a key that does not exist (``data.fit_sise=5``): Hydra
+    refuses it too, but with exit code 1 and without the valid keys."""
+    schema = known_keys(dirs)
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        path = arg.split("=", 1)[0].split(".")
+        if path[0] not in schema or len(path) < 2:
+            continue
+        section = schema[path[0]]
+        level, valid = path[1], section[""]
+        if len(path) >= 3 and path[1] in ("recipe", "input") and path[0] == "backbone":
+            level, valid = path[2], section.get(path[1], set())
+        elif len(path) >= 3:
+            continue  # deeper keys (params of an architecture) are not checked
+        if level not in valid:
+            hint = _hint(level, valid)
+            known = ", ".join(sorted(valid))
+            return (f"error: no config key {'.'.join(path)!r}"
+                    + (f"; did you mean {'.'.join(path[:-1] + [hint])!r}?" if hint else "")
+                    + f"\nValid keys there: {known}. (Add a new key with +{'.'.join(path)}=...)")
     return None

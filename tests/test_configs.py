@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from benchmark.config_groups import CONFIG_DIR
-from benchmark.pipeline.data import DATASETS
+from benchmark.pipeline.catalog import entry_names, find_entry
 from benchmark.pipeline.shifts import SHIFTS
 
 
@@ -35,14 +35,26 @@ def test_openood_pair_is_exactly_the_leaderboard_sets() -> None:
 
 
 def test_every_pair_names_known_datasets_splits_and_shifts() -> None:
+    offline = {"mnist", "fashionmnist", "notmnist", "cifar10", "tinyimagenet", "dtd"}
     for path in (CONFIG_DIR / "pair").glob("*.yaml"):
         pair = yaml.safe_load(path.read_text())
         for name, spec in [("id", pair["id"]), *pair["ood"].items()]:
-            assert spec["dataset"] in DATASETS, (path.name, name)
+            assert spec["dataset"] in entry_names([CONFIG_DIR]), (path.name, name)
+            splits = find_entry(spec["dataset"], [CONFIG_DIR]).splits
             for split in (spec.get("split"), spec.get("test_split"), spec.get("train_split")):
-                assert split is None or split in DATASETS[spec["dataset"]].splits, (path.name, name)
+                assert split is None or split in splits, (path.name, name)
             if "shift" in spec:
                 assert spec["shift"]["kind"] in SHIFTS, (path.name, name)
-        downloads_only = [n for n, s in pair["ood"].items()
-                          if s["dataset"] in ("cifar100", "svhn", "places365")]
+        downloads_only = [n for n, s in pair["ood"].items() if s["dataset"] not in offline]
         assert all(pair["ood"][n].get("optional") for n in downloads_only), path.name
+
+
+def test_every_dataset_entry_parses_and_every_download_is_checksummed() -> None:
+    """Built-in entries are data like a user's; a `url` download without a checksum would let
+    a changed or damaged file through."""
+    for name in entry_names([CONFIG_DIR]):
+        entry = find_entry(name, [CONFIG_DIR])
+        assert entry.splits, name
+        download = entry.download or {}
+        for item in download.get("files") or []:
+            assert item.get("md5") or item.get("sha256"), (name, item["url"])

@@ -137,8 +137,8 @@ def train(model: nn.Module, data: ImageSet, transform: InputTransform, recipe: R
     steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
     opt, sched = _optimizer(model, recipe, steps_per_epoch * recipe.epochs)
     start_epoch = 0
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+    state = _resumable_state(state_path, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
@@ -174,29 +174,127 @@ def train(model: nn.Module, data: ImageSet, transform: InputTransform, recipe: R
         _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched else None, "epoch": epoch + 1},
                      state_path)
+        with atomic_path(_partial_sum(state_path)) as tmp:
+            tmp.write_text(file_sha256(state_path) + "\n")
     model.eval()
     return model
 
 
-def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
-    """Load a user-provided state dict (raw, or under 'state_dict' / 'model')."""
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (raw, or under 'state_dict' / 'model' / 'net'), or a
+    BackboneError naming the file and what is wrong with it."""
+    if path.is_dir():
+        raise BackboneError(f"checkpoint {path} is a folder; set backbone.checkpoint to a "
+                            ".pt/.ckpt file (or leave it null to train one)")
     if not path.exists():
         raise BackboneError(f"checkpoint {path} does not exist; set backbone.checkpoint to a "
                             "readable .pt/.ckpt file or leave it null to train one")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    if path.stat().st_size == 0:
+        raise BackboneError(f"checkpoint {path} is empty (0 bytes); copy or export it again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zips, pickles of garbage: many types
+        why = (str(exc).splitlines() or [""])[0][:200]
+        raise BackboneError(f"checkpoint {path} cannot be read as a PyTorch checkpoint "
+                            f"({type(exc).__name__}: {why}); it is truncated, damaged or not "
+                            "a torch.save file: copy or export it again") from exc
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
     if isinstance(state, dict):
         for key in ("state_dict", "model", "net"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in
+                                              state.values()):
+        raise BackboneError(f"checkpoint {path} holds a {type(state).__name__}, not a state "
+                            "dict of tensors (torch.save(model.state_dict(), path))")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into ``model``: missing and unexpected keys, shape
+    mismatches (all of them, not the first line of torch's message); None when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} (checkpoint {list(state[k].shape)}, model {list(v.shape)})"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_listed(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches: {_listed(shapes, 6)}")
+        first = next(iter(own.values()))
+        key = next(iter(own))
+        if key in state and state[key].dim() == 4 and first.dim() == 4 and \
+                state[key].shape[1] != first.shape[1]:
+            parts.append(f"the checkpoint takes {state[key].shape[1]}-channel input, this "
+                         f"backbone {first.shape[1]} (backbone.params.in_channels and "
+                         "backbone.input.channels)")
+    return "; ".join(parts) or None
+
+
+def _partial_sum(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".sha256")
+
+
+def _resumable_state(state_path: Path, device: torch.device) -> dict[str, Any] | None:
+    """The saved training state, or None (and the damaged file removed) when its checksum
+    fails or it does not load: training then starts from epoch 0."""
+    if not state_path.exists():
+        return None
+    sums = _partial_sum(state_path)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        if sums.exists() and sums.read_text().strip() != file_sha256(state_path):
+            raise ValueError("checksum mismatch")
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if not isinstance(state, dict) or {"model", "optimizer", "epoch"} - set(state):
+            raise ValueError("not a training state")
+        return state
+    except Exception as exc:  # truncated zips, bad pickles, checksum: restart
+        log.warning("training state %s is damaged (%s: %s); starting from epoch 0",
+                    state_path, type(exc).__name__, exc)
+        state_path.unlink(missing_ok=True)
+        sums.unlink(missing_ok=True)
+        return None
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
+    """Load a state dict from ``path`` into ``model``; every problem is a BackboneError that
+    names the file and lists what does not fit."""
+    state = read_checkpoint(path)
+    problem = mismatch(model, state)
+    if problem:
         raise BackboneError(f"checkpoint {path} does not fit architecture "
-                            f"{type(model).__name__}: {first}") from exc
+                            f"{type(model).__name__}: {problem}")
+    model.load_state_dict(state)
     return model.eval()
+
+
+def _cached_checkpoint(model: nn.Module, path: Path) -> tuple[nn.Module, str] | None:
+    """The cached checkpoint loaded, or None (and the file removed) when it is damaged: its
+    bytes differ from its training record's sha256 or it does not load."""
+    sha = file_sha256(path)
+    record = _read_record(path)
+    if record is not None and record.get("sha256") not in (None, sha):
+        log.warning("cached checkpoint %s does not match its training record (sha256 %s, "
+                    "recorded %s); training it again", path, sha[:12], record["sha256"][:12])
+        path.unlink()
+        return None
+    try:
+        return load_checkpoint(model, path), sha
+    except BackboneError as exc:
+        log.warning("cached checkpoint %s is unusable (%s); training it again", path, exc)
+        path.unlink()
+        return None
 
 
 def get_backbone(
@@ -214,9 +312,8 @@ def get_backbone(
     folder = cache_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{arch}-{key}.pt"
-    if path.exists():
-        model = load_checkpoint(model, path)
-        return Backbone(model.to(device), arch, path, file_sha256(path), False, 0.0)
+    if path.exists() and (cached := _cached_checkpoint(model, path)) is not None:
+        return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
     log.info("training %s on %s (%d images); checkpoint will be cached at %s",
              arch, train_data.name, len(train_data), path)
     t0 = time.perf_counter()
@@ -225,6 +322,7 @@ def get_backbone(
     seconds = time.perf_counter() - t0
     _atomic_save(model.state_dict(), path)
     state_path.unlink(missing_ok=True)
+    _partial_sum(state_path).unlink(missing_ok=True)
     sha = file_sha256(path)
     record = {"sha256": sha, "architecture": arch, "params": params, "recipe": recipe.__dict__,
               "train_data": train_data.content_hash, "n_train": len(train_data),
@@ -239,15 +337,19 @@ def training_record_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
+def _read_record(checkpoint: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(training_record_path(checkpoint).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def training_record(checkpoint: Path, sha256: str) -> dict[str, Any] | None:
     """The training record of a checkpoint the harness trained (None: brought by the user, or
     trained before records existed, or recorded for other bytes than ``sha256``, the
     checkpoint's hash the caller already has)."""
-    path = training_record_path(checkpoint)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("sha256") != sha256:
+    record = _read_record(checkpoint)
+    if record is None or record.get("sha256") != sha256:
         return None
     return record

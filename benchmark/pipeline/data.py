@@ -1,26 +1,29 @@
-"""Dataset registry: raw uint8 images from a local root or a torchvision download.
+"""Dataset splits in memory: loaded from dataset entries (:mod:`catalog`), read by a reader of
+their kind (:mod:`readers`), checked at the door (:mod:`checks`); transforms and ID splits.
 
 Every dataset split comes back as an ``ImageSet`` (N x H x W x C uint8 + int64 labels) with a
-content hash, so caches downstream are keyed by what the pixels are, not by a name. A local
-root is only ever read (the offline mirror is read-only); downloads go to ``download_dir``.
+content hash over shape, dtype and bytes, so caches downstream are keyed by what the pixels
+are, not by a name. Data roots are only ever read (the offline mirror is read-only); downloads
+go to ``download_dir``.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from benchmark.paths import display_path
+from benchmark.pipeline import catalog, checks, readers
+from benchmark.pipeline.errors import DataError
 
-class DataError(RuntimeError):
-    """Missing or unusable data; the message says what to do."""
+__all__ = ["DataError", "ImageSet", "InputTransform", "IDSplits", "load", "batches",
+           "plan_id_splits", "subsample"]
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ImageSet:
     source: str
     parent_hash: str | None = None
     indices: np.ndarray | None = None
+    origin: str = ""
     _hash: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -47,8 +51,10 @@ class ImageSet:
             if self.parent_hash is not None and self.indices is not None:
                 h.update(self.parent_hash.encode())
                 h.update(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes())
-            else:
-                h.update(np.ascontiguousarray(self.images).tobytes())
+            else:  # shape and dtype too: the same bytes in another layout are other images
+                images = np.ascontiguousarray(self.images)
+                h.update(f"{images.dtype.str}|{images.shape}|".encode())
+                h.update(images.tobytes())
                 h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
             self._hash = h.hexdigest()
         return self._hash
@@ -62,6 +68,7 @@ class ImageSet:
             images=self.images[indices],
             labels=self.labels[indices],
             source=self.source,
+            origin=self.origin,
             parent_hash=self.content_hash,
             indices=indices,
         )
@@ -73,252 +80,97 @@ class ImageSet:
             "n": len(self),
             "shape": list(self.images.shape[1:]),
             "source": self.source,
+            **({"entry": self.origin} if self.origin else {}),
             "sha256": self.content_hash,
         }
 
 
-# --------------------------------------------------------------------------- local readers
+# --------------------------------------------------------------------------- loading
 
 
-def _read_idx(path: Path, header: int) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        return np.frombuffer(fh.read(), dtype=np.uint8, offset=header)
+_MEMORY: dict[tuple, ImageSet] = {}
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
+def builtin_dirs() -> tuple[Path, ...]:
+    from benchmark.config_groups import CONFIG_DIR
+
+    return (CONFIG_DIR,)
+
+
+def _pick_split(entry: catalog.DatasetEntry, split: str | None) -> str:
+    if split is None:
+        if len(entry.splits) == 1:
+            return entry.splits[0]
+        raise DataError(f"dataset {entry.name!r} ({entry.origin}) has splits "
+                        f"{', '.join(entry.splits)}: name one (`split: ...`)")
+    if split not in entry.splits:
+        raise DataError(f"dataset {entry.name!r} has no split {split!r}; valid: "
+                        f"{', '.join(entry.splits)} ({entry.origin})")
+    return split
+
+
+def _read(entry: catalog.DatasetEntry, src: catalog.Source, split: str,
+          files: dict[str, Path]) -> ImageSet:
+    """One source's split, checksum-verified and checked at the door."""
+    spec = src.splits[split]
+    main = next(iter(files.values()))
+    checks.verify_checksum(main, spec)
+    images, labels = readers.READERS[src.kind](files, {**src.settings, "split": split})
+    images, labels = checks.checked(images, labels, str(main), src.settings.get("layout"),
+                                    src.settings.get("range"))
+    return ImageSet(name=entry.name, split=split, images=images, labels=labels,
+                    source=f"{src.kind}:{display_path(main)}", origin=display_path(entry.origin))
+
+
+def _find(entry: catalog.DatasetEntry, split: str, roots: list[Path | None]) -> ImageSet | None:
+    for root in roots:
+        for src in entry.sources:
+            files = src.files(split, root)
+            if files:
+                return _read(entry, src, split, files)
     return None
 
 
-def _idx_reader(folder: str) -> Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]:
-    """Reader for torchvision's MNIST-style raw idx files under ``root/<folder>/raw``."""
-
-    def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        prefix = "train" if split == "train" else "t10k"
-        raw = root / folder / "raw"
-        img = _find(raw, f"{prefix}-images-idx3-ubyte")
-        lab = _find(raw, f"{prefix}-labels-idx1-ubyte")
-        if img is None or lab is None:
-            return None
-        labels = _read_idx(lab, 8).astype(np.int64)
-        images = _read_idx(img, 16).reshape(len(labels), 28, 28, 1)
-        return images.copy(), labels
-
-    return read
-
-
-def _npz_reader(rel: dict[str, str]) -> Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]:
-    """Reader for ``.npz`` archives with keys ``images`` (N x H x W x 3 uint8) and ``labels``."""
-
-    def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        if split not in rel or not (root / rel[split]).exists():
-            return None
-        with np.load(root / rel[split]) as z:
-            return np.ascontiguousarray(z["images"]), z["labels"].astype(np.int64)
-
-    return read
-
-
-def _torchvision_reader(cls_name: str, folder_check: str):
-    """Reader for an already-downloaded torchvision layout under the root (no writes)."""
-
-    def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-        if not (root / folder_check).exists():
-            return None
-        return _torchvision_arrays(cls_name, root, split, download=False)
-
-    return read
-
-
-def _places365_local(root: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """torchvision's Places365 val layout (``places365_val.txt`` + ``val_256/``), 32x32 crops.
-
-    Read directly (not through torchvision, which re-checks md5 sums of the whole archive).
-    """
-    from PIL import Image
-
-    listing = root / "places365_val.txt"
-    if split != "val" or not listing.exists() or not (root / "val_256").is_dir():
-        return None
-    names, labels = [], []
-    for line in listing.read_text().split("\n"):
-        if line.strip():
-            name, label = line.split()[:2]
-            names.append(name.lstrip("/"))
-            labels.append(int(label))
-    images = [_shorter_side_crop(Image.open(root / "val_256" / n), 32)
-              for n in tqdm(names, desc="places365 -> 32x32", mininterval=2, leave=False)]
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
-
-
-def _first(*readers):
-    def read(root: Path, split: str):
-        for r in readers:
-            out = r(root, split)
-            if out is not None:
-                return out
-        return None
-
-    return read
-
-
-# --------------------------------------------------------------------------- downloads
-
-
-def _torchvision_arrays(
-    cls_name: str, root: Path, split: str, download: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    import torchvision.datasets as tvd
-
-    train = split == "train"
-    if cls_name in ("MNIST", "FashionMNIST"):
-        ds = getattr(tvd, cls_name)(str(root), train=train, download=download)
-        return ds.data.numpy()[..., None].copy(), ds.targets.numpy().astype(np.int64)
-    if cls_name in ("CIFAR10", "CIFAR100"):
-        ds = getattr(tvd, cls_name)(str(root), train=train, download=download)
-        return np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
-    if cls_name == "SVHN":
-        ds = tvd.SVHN(str(root), split=split, download=download)
-        return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), ds.labels.astype(np.int64)
-    if cls_name == "DTD":
-        ds = tvd.DTD(str(root), split="test" if split == "all" else split, download=download)
-        images = np.stack([_shorter_side_crop(ds[i][0], 32) for i in range(len(ds))])
-        return images, np.asarray(ds._labels, dtype=np.int64)
-    if cls_name == "Places365":  # the 256x256 val set (36,500 images), as OpenOOD's far-OOD
-        tvd.Places365(str(root), split="val", small=True, download=download)
-        return _places365_local(root, split)
-    raise DataError(f"no torchvision reader for {cls_name}")
-
-
-def _shorter_side_crop(img, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` (bilinear) and centre-crop, as the offline DTD subset."""
-    from PIL import Image
-
-    img = img.convert("RGB")
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-
-# --------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """How to get one dataset: local reader, optional torchvision download, where files go."""
-
-    splits: tuple[str, ...]
-    num_classes: int
-    local: Callable[[Path, str], tuple[np.ndarray, np.ndarray] | None]
-    expected: str
-    download: str | None = None
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        ("train", "test"), 10, _idx_reader("MNIST"),
-        "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", "MNIST",
-    ),
-    "fashionmnist": DatasetSpec(
-        ("train", "test"), 10, _idx_reader("FashionMNIST"),
-        "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", "FashionMNIST",
-    ),
-    "notmnist": DatasetSpec(
-        ("test",), 10, _idx_reader("notMNIST"),
-        "notMNIST/raw/t10k-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST idx format; no public "
-        "downloader exists, convert the notMNIST_small letters A-J yourself)",
-    ),
-    "cifar10": DatasetSpec(
-        ("train", "test"), 10,
-        _first(
-            _npz_reader({"train": "cifar10/train.npz", "test": "cifar10/test.npz"}),
-            _torchvision_reader("CIFAR10", "cifar-10-batches-py"),
-        ),
-        "cifar10/{train,test}.npz or cifar-10-batches-py/", "CIFAR10",
-    ),
-    "cifar100": DatasetSpec(
-        ("train", "test"), 100, _torchvision_reader("CIFAR100", "cifar-100-python"),
-        "cifar-100-python/", "CIFAR100",
-    ),
-    "svhn": DatasetSpec(
-        ("train", "test"), 10, _torchvision_reader("SVHN", "test_32x32.mat"),
-        "{train,test}_32x32.mat", "SVHN",
-    ),
-    "places365": DatasetSpec(
-        ("val",), 365, _places365_local,
-        "val_256/ + places365_val.txt + categories_places365.txt (torchvision Places365, "
-        "split val, small=True)", "Places365",
-    ),
-    "tinyimagenet": DatasetSpec(
-        ("val",), 200, _npz_reader({"val": "tinyimagenet_32/val.npz"}),
-        "tinyimagenet_32/val.npz (Tiny ImageNet val resized to 32x32; keys images, labels)",
-    ),
-    "dtd": DatasetSpec(
-        ("all",), 47, _npz_reader({"all": "dtd_subset_32/all.npz"}),
-        "dtd_subset_32/all.npz (keys images, labels)", "DTD",
-    ),
-}
-
-_MEMORY: dict[tuple[str, str, str, bool, str], ImageSet] = {}
-
-
 def load(
-    name: str,
-    split: str,
-    root: str | Path | None,
+    dataset: str | dict | catalog.DatasetEntry,
+    split: str | None,
+    root: str | Path | None = None,
     download: bool = False,
     download_dir: str | Path | None = None,
+    roots: list[Path] | None = None,
+    dirs: tuple[Path, ...] | None = None,
+    name: str | None = None,
 ) -> ImageSet:
-    """One dataset split, read from ``root`` or (if allowed) downloaded into ``download_dir``."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(sorted(DATASETS))}")
-    spec = DATASETS[name]
-    if split not in spec.splits:
-        raise DataError(f"dataset {name!r} has no split {split!r}; valid: {', '.join(spec.splits)}")
-    memo_key = (name, split, str(root), download, str(download_dir))
+    """One dataset split: ``dataset`` is an entry name (``configs/dataset/<name>.yaml`` in
+    ``dirs``) or an inline entry; its files are looked up under ``roots`` (or ``root``) in
+    order, then ``download_dir``, then (``download``) fetched into ``download_dir``."""
+    entry = catalog.as_entry(dataset, dirs or builtin_dirs(), name)
+    split = _pick_split(entry, split)
+    search: list[Path | None] = [Path(r) for r in (roots if roots is not None
+                                                   else [root] if root is not None else [])]
+    if download_dir is not None:
+        search.append(Path(download_dir))
+    memo_key = (entry.identity(), split, tuple(map(str, search)), download)
     if memo_key in _MEMORY:
         return _MEMORY[memo_key]
+    found = _find(entry, split, search or [None])
+    if found is None and download and entry.download and download_dir is not None:
+        from benchmark.pipeline import downloads
 
-    found = None
-    source = ""
-    if root is not None and Path(root).exists():
-        found = spec.local(Path(root), split)
-        source = f"local:{Path(root) / spec.expected.split(' ')[0]}"
-    if found is None and download_dir is not None and Path(download_dir).exists():
-        found = spec.local(Path(download_dir), split)  # downloaded on an earlier run
-        source = f"local:{download_dir}"
-    if found is None and download and spec.download is not None:
-        Path(download_dir).mkdir(parents=True, exist_ok=True)
-        try:
-            found = _torchvision_arrays(spec.download, Path(download_dir), split, download=True)
-        except Exception as exc:  # network errors come in many types
-            raise DataError(
-                f"downloading {name} ({split}) into {download_dir} failed: "
-                f"{type(exc).__name__}: {exc}. Put the files under data.root instead: "
-                f"<root>/{spec.expected}"
-            ) from exc
-        source = f"torchvision-download:{download_dir}"
+        found = downloads.fetch(entry, split, Path(download_dir))
+        if found is None:
+            found = _find(entry, split, [Path(download_dir)])
     if found is None:
-        how = (
-            "or allow downloading with `data=download` (or data.download=true)"
-            if spec.download
-            else "(no automatic download exists for this dataset)"
-        )
+        how = ("or allow downloading with `data=download` (or data.download=true)"
+               if entry.download else "(no automatic download exists for this dataset)")
+        where = ", ".join(str(p.resolve()) if p else "(no data root)" for p in search) or "-"
+        expected = " or ".join(src.expected(split) for src in entry.sources)
         raise DataError(
-            f"dataset {name!r} split {split!r} not found under data.root={root!s}. "
-            f"Put it at <root>/{spec.expected}, point data.root (or env OOD_BENCH_DATA_ROOT) "
-            f"at a folder that has it, {how}."
-        )
-    images, labels = found
-    out = ImageSet(name=name, split=split, images=images, labels=labels, source=source)
-    _MEMORY[memo_key] = out
-    return out
+            f"dataset {entry.name!r} split {split!r} not found: looked for {expected} under "
+            f"{where}. Put the files there, point data.root (or env OOD_BENCH_DATA_ROOT) at "
+            f"a folder that has them, {how}. Entry: {entry.origin}")
+    _MEMORY[memo_key] = found
+    return found
 
 
 # --------------------------------------------------------------------------- transforms

@@ -1,8 +1,10 @@
 """Covariate-shift sets built from an ID test set: the "corrupted upload" threats, and noise.
 
 Each shift maps uint8 N x H x W x C images to images of the same shape, seeded, with five
-severities (1 = mild ... 5 = strong), in the spirit of CIFAR-10-C. The result is an ``ImageSet``
-whose identity records the parent, the shift, its severity and seed, so caches stay correct.
+severities (1 = mild ... 5 = strong), in the spirit of CIFAR-10-C; ``invert``, ``rotate90``
+and ``rotate180`` are deterministic (inverted / rotated MNIST, severity unused). The result is
+an ``ImageSet`` whose identity records the parent, the shift, its severity and seed, so caches
+stay correct.
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def gaussian_noise_images(images: np.ndarray, severity: int,
     return (np.clip(rng.normal(0.5, 0.25, images.shape), 0, 1) * 255).round().astype(np.uint8)
 
 
+def invert(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Negative images (255 - x): deterministic (severity unused)."""
+    return (255 - images).astype(np.uint8)
+
+
+def rotate90(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Every image turned 90 degrees counter-clockwise: deterministic (severity unused)."""
+    return np.ascontiguousarray(np.rot90(images, k=1, axes=(1, 2)))
+
+
+def rotate180(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Every image turned upside down: deterministic (severity unused)."""
+    return np.ascontiguousarray(np.rot90(images, k=2, axes=(1, 2)))
+
+
 SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
     "gaussian_noise": gaussian_noise,
     "blur": blur,
@@ -98,6 +115,9 @@ SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] 
     "crop": crop,
     "uniform_noise": uniform_noise,
     "gaussian_noise_images": gaussian_noise_images,
+    "invert": invert,
+    "rotate90": rotate90,
+    "rotate180": rotate180,
 }
 
 

@@ -1,8 +1,9 @@
 """Build, fit and score one detector; every failure is captured as a result, never raised.
 
-Each detector gets a deep copy of the network and runs inside its own try block: a crash, a
-NaN score or a detector that runs past its time limit becomes an error for the splits it
-affects, and the run goes on.
+Each detector gets a deep copy of the network and runs inside its own try block: a crash
+(any exception, ``SystemExit`` from a library included), a NaN score or a detector that runs
+past its time limit becomes an error for the splits it affects, and the run goes on. Only
+``KeyboardInterrupt`` (^C) stops the run; the runner then writes what finished.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def error_text(exc: BaseException) -> str:
     """One line of at most 500 characters: the exception's type and message."""
     msg = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
     return msg[:500]
+
+
+# what a detector may raise and still be a failed row (KeyboardInterrupt stops the run)
+DETECTOR_FAILURES = (Exception, SystemExit)
 
 
 class InvalidScores(ValueError):
@@ -109,7 +114,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
             det.fit(prep.reps["fit"], net, calibration=prep.reps["calibration"])
         finally:
             out.fit_seconds = time.perf_counter() - t0
-    except Exception as exc:
+    except DETECTOR_FAILURES as exc:
         log.warning("%s/%s: %s", spec["library"], spec["name"], error_text(exc))
         log.debug("%s", traceback.format_exc())
         out.errors = dict.fromkeys(split_keys, error_text(exc))
@@ -118,7 +123,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
         t1 = time.perf_counter()
         try:
             out.scores[key] = checked_scores(det, prep.reps[key], net)
-        except Exception as exc:
+        except DETECTOR_FAILURES as exc:
             log.warning("%s/%s on %s: %s", spec["library"], spec["name"], key, error_text(exc))
             out.errors[key] = error_text(exc)
         out.score_seconds[key] = time.perf_counter() - t1
@@ -154,7 +159,7 @@ def needs_feature_maps(specs: DictConfig | dict[str, dict[str, Any]]) -> bool:
     for spec in specs.values():
         try:
             det = build(spec)
-        except Exception:
+        except DETECTOR_FAILURES:
             continue  # reported as a failed row later
         if det.consumes == Consumes.FEATURE_MAPS:
             return True

@@ -17,6 +17,7 @@ from adapters.registry import libraries, library_info
 from benchmark import compute
 from benchmark.paths import REPO, display_path, tidy
 from benchmark.pipeline.backbones import training_record
+from benchmark.runner.prepare import data_roots
 
 if TYPE_CHECKING:
     from benchmark.runner.prepare import Prepared
@@ -84,6 +85,8 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
                   "backbone": cfg.backbone.recipe.seed},
         "splits": prep.splits.describe(),
         "datasets": {name: s.describe() for name, s in prep.sets.items()},
+        # where datasets were looked up, in order (then data.download_dir)
+        "data_roots": [display_path(p) for p in data_roots(cfg.data)],
         "skipped_ood_sets": prep.skipped,
         "backbone": {
             "name": cfg.backbone.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.paths import REPO
+from benchmark.pipeline import catalog, checks, shifts
 from benchmark.pipeline import data as data_mod
-from benchmark.pipeline import shifts
 from benchmark.pipeline.backbones import Backbone, Recipe, get_backbone
 from benchmark.pipeline.features import extract
 from benchmark.representations import InputBatches, Network, Representations
@@ -66,6 +68,70 @@ def tuning(cfg: DictConfig) -> bool:
     return bool(cfg.get("tune", False))
 
 
+def config_dirs() -> tuple[Path, ...]:
+    """The config folders of this run (the project's, then the user's ``--config-dir`` /
+    ``hydra.searchpath`` ones): where ``dataset: <name>`` entries are looked up."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from benchmark.config_groups import CONFIG_DIR
+
+    dirs = [CONFIG_DIR]
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.schema == "file" and source.path:
+                dirs.append(Path(source.path))
+            elif source.schema == "pkg" and source.path:
+                from benchmark.config_groups import _searchpath_dirs
+
+                dirs += _searchpath_dirs(f"pkg://{source.path}")
+    return tuple(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def data_roots(d: DictConfig) -> list[Path]:
+    """Where datasets are looked up, in order: ``data.root`` (relative: to the directory the
+    command was started in), ``OOD_BENCH_DATA_ROOT``, the read-only ``data.mirrors`` (relative:
+    to the repository), then ``data.download_dir`` (added by the loader). A root that is a file
+    or a dangling link is an error; one that does not exist is skipped (the not-found message
+    lists every root)."""
+    candidates: list[tuple[str, Path]] = []
+    if d.get("root"):
+        candidates.append(("data.root", Path(str(d.root)).expanduser().absolute()))
+    if os.environ.get("OOD_BENCH_DATA_ROOT"):
+        candidates.append(("OOD_BENCH_DATA_ROOT",
+                           Path(os.environ["OOD_BENCH_DATA_ROOT"]).expanduser().absolute()))
+    for mirror in d.get("mirrors") or []:
+        p = Path(str(mirror)).expanduser()
+        candidates.append(("data.mirrors", p if p.is_absolute() else REPO / p))
+    roots: list[Path] = []
+    for what, path in candidates:
+        if path.is_symlink() and not path.exists():
+            raise data_mod.DataError(f"{what}={path} is a dangling symbolic link or a link loop;"
+                                     " point it at a folder of datasets")
+        if path.exists() and not path.is_dir():
+            raise data_mod.DataError(f"{what}={path} is a file, not a folder; point it at the "
+                                     "folder that holds the datasets")
+        roots.append(path)
+    return list(dict.fromkeys(roots))
+
+
+def _size(d: DictConfig, key: str) -> int | None:
+    """A size setting: None, or an integer > 0 (else a DataError naming the key)."""
+    value = d.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise data_mod.DataError(f"data.{key}={value!r} must be a whole number > 0 (or null "
+                                 "for no cap)")
+    return value
+
+
+def _check_size(data: data_mod.ImageSet, what: str, minimum: int) -> None:
+    if len(data) < minimum:
+        raise data_mod.DataError(
+            f"{what} ({data.name}/{data.split}, {data.source}) has {len(data)} image(s); at "
+            f"least {minimum} are needed for its metrics to mean anything (data.min_set_size)")
+
+
 def load_sets(
     cfg: DictConfig,
 ) -> tuple[dict[str, data_mod.ImageSet], data_mod.IDSplits, dict[str, str]]:
@@ -73,14 +139,26 @@ def load_sets(
     ``tune``, the validation splits too (ID rows out of the calibration block, OOD rows from
     the pair's ``validation`` set, removed from any OOD test set drawn from the same split).
 
-    OOD sets marked ``optional`` that cannot be had (no local copy, no download) are skipped;
-    the third value maps their names to the reason.
+    Every set is checked at the door (layout, dtype, labels, sizes; ID labels within the
+    classes and every class present in training). OOD sets marked ``optional`` that cannot be
+    had (no local copy, no download) are skipped; the third value maps their names to the
+    reason.
     """
     d, pair = cfg.data, cfg.pair
-    kw = {"root": Path(d.root).expanduser(), "download": d.download,
-          "download_dir": Path(d.download_dir).expanduser()}
-    id_train = data_mod.load(pair.id.dataset, pair.id.train_split, **kw)
-    id_test = data_mod.load(pair.id.dataset, pair.id.test_split, **kw)
+    dirs = config_dirs()
+    kw = {"roots": data_roots(d), "download": bool(d.download),
+          "download_dir": Path(d.download_dir).expanduser(), "dirs": dirs}
+    for key in ("fit_size", "calibration_size", "max_id_test", "max_ood", "train_size",
+                "batch_size"):
+        _size(d, key)
+    minimum = int(d.get("min_set_size", 1) or 1)
+    id_entry = catalog.as_entry(_plain(pair.id.dataset), dirs, name=f"{pair.name}-id")
+    id_train = data_mod.load(id_entry, pair.id.train_split, **kw)
+    id_test = data_mod.load(id_entry, pair.id.test_split, **kw)
+    num_classes = id_entry.num_classes or int(cfg.backbone.params.get("num_classes", 0) or 0)
+    if num_classes:
+        checks.check_id_labels(id_train.labels, num_classes, id_train.source, every_class=True)
+        checks.check_id_labels(id_test.labels, num_classes, id_test.source, every_class=False)
     validation_size = int(d.get("validation_size") or 0) if tuning(cfg) else 0
     splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
                                      d.fit_size, d.get("train_size"), validation_size)
@@ -90,6 +168,8 @@ def load_sets(
         "calibration": id_train.take(splits.calibration, split="calibration"),
         ID_TEST: data_mod.subsample(id_test, d.max_id_test, d.split_seed),
     }
+    for key in ("fit", "calibration", ID_TEST):
+        _check_size(sets[key], f"ID {key} set", minimum)
     held_out: tuple[str, str, np.ndarray] | None = None  # OOD validation rows of a split
     if validation_size:
         sets[VALIDATION] = id_train.take(splits.validation, split=VALIDATION)
@@ -99,31 +179,39 @@ def load_sets(
                 f"tune=true needs OOD validation images: pair {pair.name} has no `validation: "
                 "{dataset: ..., split: ..., size: ...}` entry (configs/pair/" + str(pair.name)
                 + ".yaml); add one whose images are not in any OOD test set")
-        source = data_mod.load(spec.dataset, spec.split, **kw)
+        source = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw,
+                               name=f"{pair.name}-validation")
         if spec.size >= len(source):
             raise data_mod.DataError(f"pair {pair.name}: validation size {spec.size} must be "
-                                     f"< the {len(source)} images of {spec.dataset}/{spec.split}")
+                                     f"< the {len(source)} images of {source.name}/"
+                                     f"{source.split}")
         rows = np.sort(np.random.default_rng([d.split_seed, 17]).choice(
             len(source), size=spec.size, replace=False))
         sets[VALIDATION_OOD] = source.take(rows, split=VALIDATION_OOD)
-        held_out = (spec.dataset, spec.split, rows)
+        held_out = (source.content_hash, source.split, rows)
     skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
         try:
-            ood = data_mod.load(spec.dataset, spec.split, **kw)
+            ood = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw, name=ood_name)
         except data_mod.DataError as exc:
-            if not spec.get("optional", False):
+            if not spec.get("optional", False) or "not found" not in str(exc):
                 raise
             skipped[ood_name] = str(exc)
             log.warning("skipping optional OOD set %s: %s", ood_name, exc)
             continue
-        if held_out is not None and (spec.dataset, spec.split) == held_out[:2]:
+        if held_out is not None and ood.content_hash == held_out[0]:
             ood = ood.take(np.setdiff1d(np.arange(len(ood)), held_out[2]))
         ood = data_mod.subsample(ood, d.max_ood, d.split_seed)
         if spec.get("shift"):
             ood = shifts.shifted(ood, spec.shift.kind, spec.shift.get("severity", 3), d.split_seed)
+        _check_size(ood, f"OOD set {ood_name!r}", minimum)
         sets[ood_key(ood_name)] = ood
     return sets, splits, skipped
+
+
+def _plain(value):
+    """A config value as plain Python (inline dataset entries come as DictConfig)."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def input_transform(cfg: DictConfig) -> data_mod.InputTransform:

@@ -159,20 +159,27 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     draws = Draws(cfg, prep)
     fitted: dict[str, dict[str, Fitted]] = {lib: {} for lib in analysed}
     t_det = time.perf_counter()
-    for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
-        core = tuning.without_search(spec)
-        key = score_cache.score_key(core, rep_keys, prep.device.type)
-        out = cached_outcome(core, key, prep, cfg)
-        rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
-        if out.scores:
-            save_scores(out_dir, det_id, out.scores)
-        if spec["library"] in analysed:
-            fitted[spec["library"]][det_id] = Fitted(core, out.detector, key)
-        if tuning_on(cfg) and spec.get("search"):
-            rows.extend(_tuned_rows(det_id, spec, prep, cfg, rep_keys, draws, out_dir, tuned))
+    interrupted = False
+    try:
+        for det_id, spec in tqdm(list(specs.items()), desc="detectors", mininterval=1):
+            core = tuning.without_search(spec)
+            key = score_cache.score_key(core, rep_keys, prep.device.type)
+            out = cached_outcome(core, key, prep, cfg)
+            rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
+            if out.scores:
+                save_scores(out_dir, det_id, out.scores)
+            if spec["library"] in analysed:
+                fitted[spec["library"]][det_id] = Fitted(core, out.detector, key)
+            if tuning_on(cfg) and spec.get("search"):
+                rows.extend(_tuned_rows(det_id, spec, prep, cfg, rep_keys, draws, out_dir,
+                                        tuned))
+    except KeyboardInterrupt:  # ^C: stop, but keep what finished
+        interrupted = True
+        log.warning("interrupted: writing the %d detector(s) that finished",
+                    len({r["detector"] for r in rows}))
     prep.timings["detectors_seconds"] = time.perf_counter() - t_det
     prep.timings["bootstrap_seconds"] = draws.seconds
-    if analysed:
+    if analysed and not interrupted:
         t_an = time.perf_counter()
         net = private_network(prep, cfg.data.batch_size)
         cache = cache_root(cfg) if cfg.get("cache_scores", True) else None
@@ -185,5 +192,10 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     prep.timings["total_seconds"] = time.perf_counter() - t_start
     frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
                                 skipped=prep.skipped)
-    write_manifest(cfg, prep, id_acc, out_dir, {"tuning": tuned} if tuned else None)
+    extra: dict[str, Any] = {"tuning": tuned} if tuned else {}
+    if interrupted:
+        extra["interrupted"] = True
+    write_manifest(cfg, prep, id_acc, out_dir, extra or None)
+    if interrupted:
+        raise KeyboardInterrupt
     return frame

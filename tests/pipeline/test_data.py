@@ -13,7 +13,7 @@ def test_mnist_reads_from_local_root(root) -> None:
     test = data.load("mnist", "test", root)
     assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
     assert train.images.dtype == np.uint8 and set(np.unique(test.labels)) == set(range(10))
-    assert train.source.startswith("local:")
+    assert train.source.startswith("idx:") and train.source.endswith("train-images-idx3-ubyte.gz")
 
 
 def test_cifar_and_npz_sets_load(root) -> None:

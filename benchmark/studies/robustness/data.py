@@ -86,7 +86,8 @@ def run_config(run: Run, settings: ProbeSettings) -> DictConfig:
     cfg.data.max_id_test = settings.n_id
     cfg.data.max_ood = settings.n_ood
     cfg.cache_scores = False
-    cfg.data.root = in_repo(str(cfg.data.root))  # the run was started from the repository root
+    if cfg.data.get("root"):  # the run was started from the repository root
+        cfg.data.root = in_repo(str(cfg.data.root))
     return cfg
 
 
