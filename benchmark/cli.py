@@ -36,9 +36,13 @@ OmegaConf.register_new_resolver("path_safe", lambda s: str(s).replace("/", "-"),
 
 
 def fail(prog: str, message: object) -> NoReturn:
-    """The one way a console script reports bad input: a message and exit code 2."""
-    log.error("%s", message)
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """The one way a console script reports bad input: a message and exit code 2.
+
+    File names that are not valid UTF-8 are written with backslash escapes (printing them as
+    they are would end in an encoding traceback)."""
+    text = str(message).encode("utf-8", "backslashreplace").decode("utf-8")
+    log.error("%s", text)
+    print(f"{prog}: error: {text}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -20,6 +20,7 @@ import torchvision.transforms.functional as TF
 from benchmark.pipeline.data import DataError, ImageSet
 
 SEVERITY = (1, 2, 3, 4, 5)
+DETERMINISTIC = frozenset({"invert", "rotate90", "rotate180"})  # no seed, no severity
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -129,7 +130,10 @@ def shifted(data: ImageSet, kind: str, severity: int = 3, seed: int = 0) -> Imag
         raise DataError(f"shift severity must be one of {SEVERITY}, got {severity}")
     rng = np.random.default_rng([seed, severity, sum(map(ord, kind))])
     images = SHIFTS[kind](data.images, severity, rng)
-    ident = hashlib.sha256(f"{data.content_hash}|{kind}|{severity}|{seed}".encode()).hexdigest()
-    return ImageSet(name=f"{data.name}-{kind}{severity}", split=data.split, images=images,
-                    labels=data.labels.copy(), source=f"{data.source} + shift {kind}@{severity}",
-                    _hash=ident)
+    what = kind if kind in DETERMINISTIC else f"{kind}|{severity}|{seed}"
+    ident = hashlib.sha256(f"{data.content_hash}|{what}".encode()).hexdigest()
+    level = "" if kind in DETERMINISTIC else str(severity)
+    return ImageSet(name=f"{data.name}-{kind}{level}", split=data.split, images=images,
+                    labels=data.labels.copy(),
+                    source=f"{data.source} + shift {kind}" + (f"@{level}" if level else ""),
+                    origin=data.origin, _hash=ident)

@@ -191,6 +191,7 @@ def load_sets(
         held_out = (source.content_hash, source.split, rows)
     skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
+        _check_ood_spec(str(pair.name), str(ood_name), spec)
         try:
             ood = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw, name=ood_name)
         except data_mod.DataError as exc:
@@ -207,6 +208,24 @@ def load_sets(
         _check_size(ood, f"OOD set {ood_name!r}", minimum)
         sets[ood_key(ood_name)] = ood
     return sets, splits, skipped
+
+
+OOD_KEYS = ("dataset", "split", "group", "optional", "shift")
+
+
+def _check_ood_spec(pair: str, name: str, spec) -> None:
+    """An OOD entry of a pair: known keys only, a dataset and a group (typos are errors)."""
+    if not isinstance(spec, DictConfig):
+        raise data_mod.DataError(f"pair {pair}: OOD set {name!r} must be a mapping "
+                                 "{dataset: ..., group: ...}, got " + repr(spec))
+    unknown = sorted(set(spec) - set(OOD_KEYS))
+    missing = [k for k in ("dataset", "group") if k not in spec]
+    if unknown or missing:
+        raise data_mod.DataError(
+            f"pair {pair}: OOD set {name!r} has " + "; ".join(
+                [f"unknown key(s) {', '.join(unknown)}"] * bool(unknown)
+                + [f"no {', '.join(missing)}"] * bool(missing))
+            + f" (valid: {', '.join(OOD_KEYS)}; dataset and group are required)")
 
 
 def _plain(value):

@@ -117,3 +117,42 @@ def test_training_record_is_ignored_when_the_checkpoint_changed(tiny, tmp_path) 
     torch.save(state, bb.checkpoint)
     changed = backbones.file_sha256(bb.checkpoint)
     assert backbones.training_record(bb.checkpoint, changed) is None
+
+
+def test_a_damaged_cached_checkpoint_is_trained_again(tiny, tmp_path, caplog) -> None:
+    """A truncated cache entry is detected (its bytes differ from the training record's sha256)
+    and rebuilt, bit-identical to the first training."""
+    recipe = Recipe(epochs=1, batch_size=128, seed=0)
+    first = get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU)
+    first.checkpoint.write_bytes(first.checkpoint.read_bytes()[:5000])
+    again = get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU)
+    assert again.trained_now and again.sha256 == first.sha256
+    assert "does not match its training record" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["garbage", "checksum"])
+def test_a_damaged_training_state_restarts_from_epoch_0(tiny, tmp_path, caplog, damage) -> None:
+    recipe = Recipe(epochs=1, batch_size=128, seed=0)
+    clean = train(_seeded_lenet(0), tiny, T, recipe, CPU, tmp_path / "clean.partial")
+    state = tmp_path / "damaged.partial"
+    if damage == "garbage":
+        state.write_bytes(b"\x00garbage" * 100)
+    else:  # a loadable file whose checksum file disagrees
+        torch.save({"model": {}, "optimizer": {}, "epoch": 1}, state)
+        state.with_name(state.name + ".sha256").write_text("0" * 64 + "\n")
+    resumed = train(_seeded_lenet(0), tiny, T, recipe, CPU, state)
+    assert "starting from epoch 0" in caplog.text
+    assert np.array_equal(_weights(clean), _weights(resumed))
+
+
+def test_checkpoint_mismatch_lists_every_missing_and_unexpected_key(tmp_path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(ResNet20(in_channels=1).state_dict(), path)
+    with pytest.raises(BackboneError) as err:
+        load_checkpoint(LeNet(), path)
+    msg = str(err.value)
+    assert str(path) in msg and "missing keys: conv1.0.weight" in msg
+    assert "unexpected keys: stem.conv.weight" in msg and "(126 in all)" in msg
+    torch.save(LeNet(in_channels=3).state_dict(), path)
+    with pytest.raises(BackboneError, match="3-channel input, this backbone 1"):
+        load_checkpoint(LeNet(), path)

@@ -114,3 +114,34 @@ def test_nan_and_empty_scores_are_rejected_with_the_reason() -> None:
 
 def test_accuracy() -> None:
     assert accuracy(np.array([1, 2, 3]), np.array([1, 2, 0])) == pytest.approx(2 / 3)
+
+
+def _infinite_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return {
+        "constant +inf": (np.full(50, np.inf), np.full(30, np.inf)),
+        "constant -inf": (np.full(50, -np.inf), np.full(30, -np.inf)),
+        "constant": (np.full(50, 2.0), np.full(30, 2.0)),
+        "mixed": (np.r_[rng.normal(0, 1, 45), [np.inf] * 3, [-np.inf] * 2],
+                  np.r_[rng.normal(1, 1, 25), [np.inf] * 5]),
+        "ood all +inf": (rng.normal(0, 1, 50), np.full(30, np.inf)),
+        "id all -inf": (np.full(40, -np.inf), rng.normal(0, 1, 20)),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:AUTC is undefined")
+@pytest.mark.parametrize("case", list(_infinite_cases()))
+def test_infinite_scores_tie_by_value_as_pytorch_ood_and_sklearn(case: str) -> None:
+    """Tied infinities are one threshold (a constant +inf detector is chance, 0.5, not 0.0);
+    the other metrics match pytorch-ood's and AUROC sklearn's."""
+    from sklearn.metrics import roc_auc_score
+
+    id_scores, ood_scores = _infinite_cases()[case]
+    ours = compute_metrics(id_scores, ood_scores)
+    for key, value in reference(id_scores, ood_scores).items():
+        assert ours[key] == pytest.approx(value, abs=1e-12), (case, key)
+    labels = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
+    finite = np.nan_to_num(np.r_[id_scores, ood_scores], posinf=1e300, neginf=-1e300)
+    assert ours["auroc"] == pytest.approx(roc_auc_score(labels, finite), abs=1e-12), case
+    if case.startswith("constant"):
+        assert ours["auroc"] == 0.5
