@@ -153,8 +153,7 @@ def report_main(argv: list[str] | None = None) -> None:
     out = args.out or default_out(args.dirs)
     pythons = _parse_pythons(args.python)
     with user_errors("ood-bench-report"):
-        if args.all or args.ease or args.robustness:
-            coll = collect(args.dirs)
+        coll = collect(args.dirs)  # no run there: the message comes before anything is written
         if args.all or args.ease:
             from benchmark.studies.ease.measure import write_ease
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmark.config_groups import check_overrides, expand_patterns, group_options, is_suite
+from tests.conftest import REPO
 
 
 def test_group_options_include_nested_detectors() -> None:
@@ -50,3 +51,5 @@ def test_tables_and_report_commands_fail_with_a_message(tmp_path) -> None:
         proc = _script(function, args)
         assert proc.returncode == 2, (function, args, proc.stderr[-2000:])
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    # a report of nothing writes nothing (it once left an empty results/<folder name>)
+    assert not (REPO / "results" / tmp_path.name).exists()

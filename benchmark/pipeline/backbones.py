@@ -7,6 +7,7 @@ second run with the same settings reuses it. Training saves a resumable state af
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -86,8 +87,13 @@ def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through memory, so the bytes (and the sha256 every cache key and manifest
+    uses) depend on the weights only: saved to a path, the archive's inner folder is named
+    after the file, and the same weights under another cache key hashed differently."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:

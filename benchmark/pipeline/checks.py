@@ -105,7 +105,16 @@ def canonical_images(images: np.ndarray, where: str, layout: str | None = None,
                         f"{images.shape}); expected 1 (grayscale) or 3 (RGB)")
     if min(images.shape[1:3]) < 1:
         raise DataError(f"{where}: images have an empty size {images.shape[1:3]}")
-    return np.ascontiguousarray(images)
+    return standard_strides(images)
+
+
+def standard_strides(a: np.ndarray) -> np.ndarray:
+    """``a`` C-contiguous with the strides a fresh array of its shape has (an added axis of
+    size 1 gets stride 0 from ``[..., None]``). Not cosmetic: torch keeps the strides, and
+    oneDNN picks its convolution kernel by them, so the same pixels with other strides train
+    a network that differs in the last bits."""
+    expected = tuple(int(np.prod(a.shape[i + 1:])) * a.itemsize for i in range(a.ndim))
+    return a if a.flags.c_contiguous and a.strides == expected else a.copy(order="C")
 
 
 def canonical_labels(labels: np.ndarray | None, n_images: int, where: str) -> np.ndarray:

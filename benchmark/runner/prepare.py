@@ -101,7 +101,7 @@ def data_roots(d: DictConfig) -> list[Path]:
                            Path(os.environ["OOD_BENCH_DATA_ROOT"]).expanduser().absolute()))
     for mirror in d.get("mirrors") or []:
         p = Path(str(mirror)).expanduser()
-        candidates.append(("data.mirrors", p if p.is_absolute() else REPO / p))
+        candidates.append(("data.mirrors", p if p.is_absolute() else (REPO / p).resolve()))
     roots: list[Path] = []
     for what, path in candidates:
         if path.is_symlink() and not path.exists():

@@ -156,3 +156,13 @@ def test_checkpoint_mismatch_lists_every_missing_and_unexpected_key(tmp_path) ->
     torch.save(LeNet(in_channels=3).state_dict(), path)
     with pytest.raises(BackboneError, match="3-channel input, this backbone 1"):
         load_checkpoint(LeNet(), path)
+
+
+def test_checkpoint_bytes_do_not_depend_on_the_file_name(tmp_path) -> None:
+    """The sha256 of a checkpoint names its weights: the same state saved under two cache keys
+    hashes the same (torch.save to a path names the archive's folder after the file)."""
+    state = LeNet().state_dict()
+    backbones._atomic_save(state, tmp_path / "lenet-aaaa.pt")
+    backbones._atomic_save(state, tmp_path / "lenet-bbbb.pt")
+    assert backbones.file_sha256(tmp_path / "lenet-aaaa.pt") == \
+        backbones.file_sha256(tmp_path / "lenet-bbbb.pt")

@@ -112,3 +112,12 @@ def test_entry_typos_and_bad_kinds_are_refused(tmp_path) -> None:
 def test_a_dataset_with_several_splits_needs_one_named(root) -> None:
     with pytest.raises(DataError, match="has splits train, test: name one"):
         data.load("mnist", None, root)
+
+
+def test_loaded_images_have_fresh_array_strides(root) -> None:
+    """An added channel axis must not keep numpy's stride 0: torch keeps strides and oneDNN
+    picks its kernel by them, which changed the trained LeNet's bits (sha256) once."""
+    mnist = data.load("mnist", "test", root)
+    assert mnist.images.strides == (784, 28, 1, 1)
+    gray = checks.canonical_images(_imgs(3, (5, 6)), "x")
+    assert gray.strides == (30, 6, 1, 1)
