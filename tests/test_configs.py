@@ -55,6 +55,6 @@ def test_every_dataset_entry_parses_and_every_download_is_checksummed() -> None:
     for name in entry_names([CONFIG_DIR]):
         entry = find_entry(name, [CONFIG_DIR])
         assert entry.splits, name
-        download = entry.download or {}
-        for item in download.get("files") or []:
+        steps = entry.download if isinstance(entry.download, list) else [entry.download or {}]
+        for item in [f for step in steps for f in step.get("files") or []]:
             assert item.get("md5") or item.get("sha256"), (name, item["url"])

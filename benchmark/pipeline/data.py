@@ -118,6 +118,10 @@ def _read(entry: catalog.DatasetEntry, src: catalog.Source, split: str,
     images, labels = readers.READERS[src.kind](files, {**src.settings, "split": split})
     images, labels = checks.checked(images, labels, str(main), src.settings.get("layout"),
                                     src.settings.get("range"))
+    declared = src.settings.get("channels")
+    if declared is not None and images.shape[3] != int(declared):
+        raise DataError(f"{main}: the entry declares {declared} channel(s), the images have "
+                        f"{images.shape[3]} (shape {images.shape}); fix `channels` or the file")
     return ImageSet(name=entry.name, split=split, images=images, labels=labels,
                     source=f"{src.kind}:{display_path(main)}", origin=display_path(entry.origin))
 

@@ -2,10 +2,11 @@
 
 Kinds: ``url`` (files fetched over HTTP(S) or ``file://``, checksum-verified, archives
 extracted; the entry's sources then read them from the download folder), ``torchvision`` (the
-dataset class downloads and verifies), ``pytorch_ood`` (a pytorch-ood dataset class, e.g.
-``CIFAR10C``), ``openood`` (OpenOOD v1.5's image archives and ``benchmark_imglist``, through
-pytorch-ood's download code, which uses ``gdown``). A failed download is a DataError saying what
-to put where instead; nothing half-written is left where a later run would trust it.
+dataset class downloads and verifies), ``python`` (any importable download function or dataset
+class, named in the entry: e.g. pytorch-ood's ``CIFAR10C``, or its code that fetches OpenOOD
+v1.5's archives and image lists). A ``download`` may list several steps. A failed download is a
+DataError saying what to put where instead; nothing half-written is left where a later run
+would trust it.
 """
 
 from __future__ import annotations
@@ -31,33 +32,38 @@ TIMEOUT_S = 60
 
 
 def fetch(entry: DatasetEntry, split: str, folder: Path):
-    """Download ``entry`` into ``folder``. Returns an ``ImageSet`` when the download kind reads
-    the split itself (torchvision), else None (the caller reads the entry's sources there)."""
-    spec = dict(entry.download or {})
-    kind = spec.get("kind")
+    """Download ``entry`` into ``folder`` (its ``download`` is one step or a list of steps).
+    Returns an ``ImageSet`` when a step reads the split itself (torchvision), else None (the
+    caller reads the entry's sources there)."""
+    steps = entry.download if isinstance(entry.download, list) else [entry.download or {}]
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        if kind == "url":
-            for item in spec.get("files") or []:
-                fetch_url(item, folder)
-            return None
-        if kind == "torchvision":
-            return _torchvision(entry, spec, split, folder)
-        if kind == "pytorch_ood":
-            _pytorch_ood(spec, split, folder)
-            return None
-        if kind == "openood":
-            _openood(spec, folder)
-            return None
-    except DataError:
-        raise
-    except Exception as exc:  # network errors come in many types
-        raise DataError(f"downloading {entry.name} ({split}) into {folder} failed: "
-                        f"{type(exc).__name__}: {exc}. Put the files under a data root "
-                        f"instead ({entry.sources[0].expected(split)}; entry {entry.origin})"
-                        ) from exc
+    found = None
+    for step in steps:
+        try:
+            found = _step(entry, dict(step), split, folder) or found
+        except DataError:
+            raise
+        except Exception as exc:  # network errors come in many types
+            raise DataError(
+                f"downloading {entry.name} ({split}) into {folder} failed: "
+                f"{type(exc).__name__}: {exc}. Put the files under a data root instead "
+                f"({entry.sources[0].expected(split)}; entry {entry.origin})") from exc
+    return found
+
+
+def _step(entry: DatasetEntry, spec: dict[str, Any], split: str, folder: Path):
+    kind = spec.get("kind")
+    if kind == "url":
+        for item in spec.get("files") or []:
+            fetch_url(item, folder)
+        return None
+    if kind == "torchvision":
+        return _torchvision(entry, spec, split, folder)
+    if kind == "python":
+        _python(spec, folder)
+        return None
     raise DataError(f"{entry.origin}: download kind {kind!r} is not one of url, torchvision, "
-                    "pytorch_ood, openood")
+                    "python")
 
 
 def _name_from(url: str) -> str:
@@ -140,26 +146,23 @@ def _torchvision(entry: DatasetEntry, spec: dict[str, Any], split: str, folder: 
                     origin=display_path(entry.origin))
 
 
-def _pytorch_ood(spec: dict[str, Any], split: str, folder: Path) -> None:
-    """A pytorch-ood dataset class with ``download=True`` (it verifies its md5); e.g. CIFAR10C,
-    whose ``subset`` is the split's corruption (``fog-3`` -> ``fog``)."""
-    import pytorch_ood.dataset.img as img
+def _python(spec: dict[str, Any], folder: Path) -> None:
+    """Call ``function`` (``package.module:attribute``: a function, or a dataset class taking
+    ``download=True``) with the download folder (``<folder>/<under>``) as its ``root_arg``
+    (default ``root``; null: none) and ``args``; with ``copy_result_to``, the folder it returns
+    is copied to ``<folder>/<copy_result_to>`` (a library that downloads into its own cache)."""
+    import importlib
 
-    cls = getattr(img, spec["class_name"])
+    module, _, attribute = str(spec["function"]).partition(":")
+    fn = importlib.import_module(module)
+    for part in attribute.split("."):
+        fn = getattr(fn, part)
+    target = folder / str(spec.get("under") or "")
+    target.mkdir(parents=True, exist_ok=True)
     args = dict(spec.get("args") or {})
-    if spec.get("subset_from_split"):
-        args["subset"] = split.rsplit("-", 1)[0]
-    cls(root=str(folder), download=True, **args)
-
-
-def _openood(spec: dict[str, Any], folder: Path) -> None:
-    """OpenOOD v1.5's archives (``names``) into ``folder/images_classic/<name>/`` and its
-    ``benchmark_imglist`` into ``folder/benchmark_imglist/``, with pytorch-ood's code."""
-    from pytorch_ood.benchmark.img import openood
-
-    images = folder / "images_classic"
-    images.mkdir(parents=True, exist_ok=True)
-    for name in spec.get("names") or []:
-        openood._download_openood_dataset(str(name), str(images))
-    lists = Path(openood._ensure_imglists(download=True))
-    shutil.copytree(lists, folder / "benchmark_imglist", dirs_exist_ok=True)
+    root_arg = spec.get("root_arg", "root")
+    if root_arg:
+        args[root_arg] = str(target)
+    result = fn(**args)
+    if spec.get("copy_result_to"):
+        shutil.copytree(Path(result), folder / spec["copy_result_to"], dirs_exist_ok=True)

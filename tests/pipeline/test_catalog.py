@@ -121,3 +121,10 @@ def test_loaded_images_have_fresh_array_strides(root) -> None:
     assert mnist.images.strides == (784, 28, 1, 1)
     gray = checks.canonical_images(_imgs(3, (5, 6)), "x")
     assert gray.strides == (30, 6, 1, 1)
+
+
+def test_declared_channels_must_match_an_array_file(tmp_path) -> None:
+    np.savez(tmp_path / "rgb.npz", images=_imgs(5, (8, 8, 3)), labels=np.zeros(5))
+    entry = {"kind": "npz", "channels": 1, "splits": {"test": str(tmp_path / "rgb.npz")}}
+    with pytest.raises(DataError, match="rgb.npz: the entry declares 1 channel"):
+        data.load(entry, "test")

@@ -38,3 +38,16 @@ def test_bad_shift_names_are_explained(cifar) -> None:
         shifts.shifted(cifar, "sepia", 3)
     with pytest.raises(data.DataError, match="severity"):
         shifts.shifted(cifar, "blur", 9)
+
+
+def test_deterministic_shifts_invert_and_rotate(cifar) -> None:
+    """Inverted and fixed-angle rotated sets: exact, seed-free, undone by their inverse."""
+    inverted = shifts.shifted(cifar, "invert", seed=0)
+    assert np.array_equal(inverted.images, 255 - cifar.images)
+    assert inverted.content_hash == shifts.shifted(cifar, "invert", seed=7).content_hash
+    assert inverted.name == "cifar10-invert" and inverted.source.endswith("+ shift invert")
+    r90 = shifts.shifted(cifar, "rotate90").images
+    assert np.array_equal(np.rot90(r90, k=-1, axes=(1, 2)), cifar.images)
+    r180 = shifts.shifted(cifar, "rotate180").images
+    assert np.array_equal(r180, np.rot90(r90, k=1, axes=(1, 2)))
+    assert np.array_equal(r180[:, ::-1, ::-1], cifar.images)
