@@ -147,8 +147,11 @@ def test_wrong_group_name_lists_options_without_traceback(tmp_path) -> None:
 
 
 def test_missing_dataset_says_where_to_put_it(tmp_path) -> None:
-    proc = ood_bench([*SMALL, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path / "cache",
-                     root=tmp_path / "empty-root")
+    """A fresh machine (no mirror): the message lists every root it tried, absolute."""
+    (tmp_path / "empty-root").mkdir()
+    proc = ood_bench([*SMALL, "data.mirrors=[]", f"hydra.run.dir={tmp_path / 'run'}"],
+                     tmp_path / "cache", root=tmp_path / "empty-root")
     assert proc.returncode == 2
     assert "MNIST/raw" in proc.stderr and "data=download" in proc.stderr
+    assert f"under {tmp_path / 'empty-root'}, {tmp_path / 'cache' / 'datasets'}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
