@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from benchmark.paths import display_path
 from benchmark.pipeline import catalog, checks, readers
-from benchmark.pipeline.errors import DataError
+from benchmark.pipeline.errors import DataError, DataUnavailable
 
-__all__ = ["DataError", "ImageSet", "InputTransform", "IDSplits", "load", "batches",
-           "plan_id_splits", "subsample"]
+__all__ = ["DataError", "DataUnavailable", "ImageSet", "InputTransform", "IDSplits", "load",
+           "batches", "plan_id_splits", "subsample"]
 
 
 @dataclass
@@ -169,7 +169,7 @@ def load(
                if entry.download else "(no automatic download exists for this dataset)")
         where = ", ".join(str(p.resolve()) if p else "(no data root)" for p in search) or "-"
         expected = " or ".join(src.expected(split) for src in entry.sources)
-        raise DataError(
+        raise DataUnavailable(
             f"dataset {entry.name!r} split {split!r} not found: looked for {expected} under "
             f"{where}. Put the files there, point data.root (or env OOD_BENCH_DATA_ROOT) at "
             f"a folder that has them, {how}. Entry: {entry.origin}")

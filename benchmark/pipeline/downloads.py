@@ -25,7 +25,7 @@ from benchmark.atomic import atomic_path
 from benchmark.paths import display_path
 from benchmark.pipeline import checks, readers
 from benchmark.pipeline.catalog import DatasetEntry
-from benchmark.pipeline.errors import DataError
+from benchmark.pipeline.errors import DataError, DataUnavailable
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 60
@@ -44,7 +44,7 @@ def fetch(entry: DatasetEntry, split: str, folder: Path):
         except DataError:
             raise
         except Exception as exc:  # network errors come in many types
-            raise DataError(
+            raise DataUnavailable(
                 f"downloading {entry.name} ({split}) into {folder} failed: "
                 f"{type(exc).__name__}: {exc}. Put the files under a data root instead "
                 f"({entry.sources[0].expected(split)}; entry {entry.origin})") from exc

@@ -194,8 +194,8 @@ def load_sets(
         _check_ood_spec(str(pair.name), str(ood_name), spec)
         try:
             ood = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw, name=ood_name)
-        except data_mod.DataError as exc:
-            if not spec.get("optional", False) or "not found" not in str(exc):
+        except data_mod.DataUnavailable as exc:  # damaged or wrong files are errors
+            if not spec.get("optional", False):
                 raise
             skipped[ood_name] = str(exc)
             log.warning("skipping optional OOD set %s: %s", ood_name, exc)

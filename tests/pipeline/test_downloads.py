@@ -188,3 +188,20 @@ def test_gzip_idx_helper_reads_what_torchvision_writes(tmp_path) -> None:
     raw = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
     (tmp_path / "x.gz").write_bytes(gzip.compress(raw))
     assert np.array_equal(read_idx(tmp_path / "x.gz"), arr)
+
+
+def test_an_unreachable_download_is_unavailable_a_damaged_one_an_error(root, server,
+                                                                     tmp_path) -> None:
+    """An optional OOD set is skipped when its download cannot be had (no server), never when
+    what came is damaged (checksum): the two are different errors."""
+    from benchmark.pipeline.errors import DataUnavailable
+
+    served, base = server
+    entry = _pointed_at(_builtin("notmnist"), base)  # nothing served: HTTP 404
+    with pytest.raises(DataUnavailable, match="downloading notmnist"):
+        data.load(entry, "test", roots=[], download=True, download_dir=tmp_path / "dl")
+    for f in (root / "notMNIST" / "raw").iterdir():
+        (served / f.name).write_bytes(b"damaged")
+    with pytest.raises(DataError) as err:
+        data.load(entry, "test", roots=[], download=True, download_dir=tmp_path / "dl2")
+    assert not isinstance(err.value, DataUnavailable)
