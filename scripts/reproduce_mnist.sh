@@ -51,6 +51,8 @@ if [[ $what == reproducibility || $what == all ]]; then
     --out results/reproducibility/mnist_fresh_rerun.md
   python scripts/compare_runs.py outputs/mnist_fresh_a outputs/mnist_threads1 \
     --out results/reproducibility/mnist_threads_1_vs_2.md
+  python scripts/compare_runs.py results/mnist outputs/mnist_fresh_a \
+    --out results/reproducibility/mnist_committed_vs_fresh.md
 fi
 if [[ $what == pytorch_ood || $what == all ]]; then
   ood-bench -m 'detector=pytorch_ood/*' hydra.sweep.dir=multirun/mnist_pytorch_ood
