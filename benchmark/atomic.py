@@ -43,6 +43,15 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 CHECKSUM_KEY = "__checksum__"
 
 

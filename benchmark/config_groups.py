@@ -57,6 +57,19 @@ def search_dirs(args: Sequence[str] = ()) -> list[Path]:
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
+def runtime_dirs() -> list[Path]:
+    """The config folders of the running Hydra app: the project's, then every folder on its
+    search path (``--config-dir``, ``hydra.searchpath``); only the project's outside an app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    dirs = [CONFIG_DIR]
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.schema in ("file", "pkg") and source.path:
+                dirs += _searchpath_dirs(f"{source.schema}://{source.path}")
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
 def group_options(group: str, dirs: Sequence[Path] = (CONFIG_DIR,)) -> list[str]:
     """Every selectable option of a config group, nested ones as ``sub/name``."""
     found: set[str] = set()
@@ -170,30 +183,45 @@ def _hint(key: str, valid: set[str]) -> str | None:
     return close[0] if close else None
 
 
+CHECKED_BLOCKS = {"backbone": ("recipe", "input")}  # blocks whose own keys are checked too
+
+
+def _unknown_at(path: list[str], schema: dict[str, dict[str, set[str]]]
+                ) -> tuple[int, set[str]] | None:
+    """Where the dotted ``path`` (``["data", "fit_sise"]``) leaves the known keys: the index
+    of the unknown part and the keys valid at that level; None when known or not checked."""
+    section = schema.get(path[0])
+    if section is None or len(path) < 2:
+        return None
+    if path[1] not in section[""]:
+        return 1, section[""]
+    if len(path) >= 3 and path[1] in CHECKED_BLOCKS.get(path[0], ()):
+        valid = section.get(path[1], set())
+        return None if path[2] in valid else (2, valid)
+    return None  # deeper keys (an architecture's params) are not checked
+
+
+def _named(path: list[str], at: int, valid: set[str]) -> tuple[str, str | None]:
+    """The unknown dotted key and the closest known one."""
+    hint = _hint(path[at], valid)
+    return ".".join(path[:at + 1]), ".".join(path[:at] + [hint]) if hint else None
+
+
 def unknown_keys(cfg: dict[str, Any], dirs: Sequence[Path] = (CONFIG_DIR,)
                  ) -> list[tuple[str, str | None]]:
     """``(dotted key, closest known key)`` for every key under ``data`` and ``backbone`` that no
     config defines, and every detector entry key other than library/name/params/search."""
-    out: list[tuple[str, str | None]] = []
-    for section, schema in known_keys(dirs).items():
-        body = cfg.get(section) or {}
-        for k, v in body.items():
-            if k not in schema[""]:
-                hint = _hint(k, schema[""])
-                out.append((f"{section}.{k}", f"{section}.{hint}" if hint else None))
-            elif k in schema and isinstance(v, dict) and section == "backbone" and \
-                    k in ("recipe", "input"):
-                for sub in v:
-                    if sub not in schema[k]:
-                        hint = _hint(sub, schema[k])
-                        out.append((f"{section}.{k}.{sub}",
-                                    f"{section}.{k}.{hint}" if hint else None))
+    schema = known_keys(dirs)
+    paths = []
+    for section in schema:
+        for k, v in (cfg.get(section) or {}).items():
+            paths.append([section, k])
+            if isinstance(v, dict) and k in CHECKED_BLOCKS.get(section, ()):
+                paths += [[section, k, sub] for sub in v]
+    out = [_named(p, *found) for p in paths if (found := _unknown_at(p, schema))]
     for det_id, entry in (cfg.get("detectors") or {}).items():
-        for k in entry or {}:
-            if k not in DETECTOR_KEYS:
-                hint = _hint(k, set(DETECTOR_KEYS))
-                out.append((f"detectors.{det_id}.{k}",
-                            f"detectors.{det_id}.{hint}" if hint else None))
+        out += [_named(["detectors", str(det_id), k], 2, set(DETECTOR_KEYS))
+                for k in entry or {} if k not in DETECTOR_KEYS]
     return out
 
 
@@ -205,18 +233,11 @@ def unknown_override(args: Sequence[str], dirs: Sequence[Path]) -> str | None:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
         path = arg.split("=", 1)[0].split(".")
-        if path[0] not in schema or len(path) < 2:
-            continue
-        section = schema[path[0]]
-        level, valid = path[1], section[""]
-        if len(path) >= 3 and path[1] in ("recipe", "input") and path[0] == "backbone":
-            level, valid = path[2], section.get(path[1], set())
-        elif len(path) >= 3:
-            continue  # deeper keys (params of an architecture) are not checked
-        if level not in valid:
-            hint = _hint(level, valid)
-            known = ", ".join(sorted(valid))
-            return (f"error: no config key {'.'.join(path)!r}"
-                    + (f"; did you mean {'.'.join(path[:-1] + [hint])!r}?" if hint else "")
-                    + f"\nValid keys there: {known}. (Add a new key with +{'.'.join(path)}=...)")
+        found = _unknown_at(path, schema)
+        if found:
+            key, hint = _named(path, *found)
+            return (f"error: no config key {key!r}"
+                    + (f"; did you mean {hint!r}?" if hint else "")
+                    + f"\nValid keys there: {', '.join(sorted(found[1]))}. "
+                    f"(Add a new key with +{'.'.join(path)}=...)")
     return None

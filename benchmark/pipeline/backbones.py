@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark import compute
-from benchmark.atomic import atomic_path
+from benchmark.atomic import atomic_path, file_digest
 from benchmark.pipeline.data import ImageSet, InputTransform
 from benchmark.pipeline.zoo import ARCHITECTURES
 
@@ -66,11 +66,7 @@ def build_model(arch: str, params: dict[str, Any]) -> nn.Module:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform
@@ -86,14 +82,17 @@ def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def _atomic_save(obj: Any, path: Path) -> str:
     """``torch.save`` through memory, so the bytes (and the sha256 every cache key and manifest
     uses) depend on the weights only: saved to a path, the archive's inner folder is named
-    after the file, and the same weights under another cache key hashed differently."""
+    after the file, and the same weights under another cache key hashed differently. Returns
+    the sha256 of the bytes written."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
+    data = buffer.getvalue()
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
@@ -177,11 +176,11 @@ def train(model: nn.Module, data: ImageSet, transform: InputTransform, recipe: R
         log.info("epoch %d/%d: loss %.4f, train accuracy %.4f, %.0f s", epoch + 1,
                  recipe.epochs, loss_sum / len(data), correct / len(data),
                  time.perf_counter() - t_epoch)
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict() if sched else None, "epoch": epoch + 1},
-                     state_path)
+        sha = _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched else None,
+                            "epoch": epoch + 1}, state_path)
         with atomic_path(_partial_sum(state_path)) as tmp:
-            tmp.write_text(file_sha256(state_path) + "\n")
+            tmp.write_text(sha + "\n")
     model.eval()
     return model
 
@@ -238,8 +237,7 @@ def mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
         parts.append(f"unexpected keys: {_listed(unexpected)}")
     if shapes:
         parts.append(f"shape mismatches: {_listed(shapes, 6)}")
-        first = next(iter(own.values()))
-        key = next(iter(own))
+        key, first = next(iter(own.items()))  # the input layer
         if key in state and state[key].dim() == 4 and first.dim() == 4 and \
                 state[key].shape[1] != first.shape[1]:
             parts.append(f"the checkpoint takes {state[key].shape[1]}-channel input, this "
@@ -326,10 +324,9 @@ def get_backbone(
     state_path = folder / f"{arch}-{key}.partial"
     model = train(model, train_data, transform, recipe, device, state_path)
     seconds = time.perf_counter() - t0
-    _atomic_save(model.state_dict(), path)
+    sha = _atomic_save(model.state_dict(), path)
     state_path.unlink(missing_ok=True)
     _partial_sum(state_path).unlink(missing_ok=True)
-    sha = file_sha256(path)
     record = {"sha256": sha, "architecture": arch, "params": params, "recipe": recipe.__dict__,
               "train_data": train_data.content_hash, "n_train": len(train_data),
               "train_seconds": seconds, "compute": compute.describe(device)}

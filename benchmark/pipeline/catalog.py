@@ -28,15 +28,10 @@ from typing import Any
 
 import yaml
 
+from benchmark.pipeline import readers
 from benchmark.pipeline.errors import DataError
-from benchmark.pipeline.readers import READERS
 
 GROUP = "dataset"
-# files a split names, per kind (the first is the one a declared checksum is for)
-FILE_KEYS = {"idx": ("images", "labels"), "image_list": ("list", "root")}
-DEFAULT_FILES = ("path",)
-# kinds that read a folder under the root, named by `folder`
-FOLDER_KINDS = ("torchvision", "places365", "cifar_c", "tinyimagenet_val")
 SOURCE_SETTINGS = {"kind", "splits", "layout", "range", "images_key", "labels_key", "size",
                    "channels", "class_name", "folder"}
 ENTRY_KEYS = SOURCE_SETTINGS | {"sources", "num_classes", "download", "description",
@@ -52,16 +47,16 @@ class Source:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def file_keys(self) -> tuple[str, ...]:
-        if self.kind in FOLDER_KINDS:
-            return ()
-        return FILE_KEYS.get(self.kind, DEFAULT_FILES)
+        """The files a split of this kind names (none: the reader reads a folder under the
+        root); registered with the reader (:func:`readers.register`)."""
+        return readers.FILES[self.kind]
 
     def files(self, split: str, root: Path | None) -> dict[str, Path] | None:
         """The split's files resolved under ``root`` (None when one is missing)."""
         spec = self.splits.get(split)
         if spec is None:
             return None
-        if self.kind in FOLDER_KINDS:
+        if not self.file_keys():
             if root is None or not (root / self.settings.get("folder", "")).exists():
                 return None
             return {"root": root}
@@ -83,8 +78,8 @@ class Source:
     def expected(self, split: str) -> str:
         """Where this source looks, for a message."""
         spec = self.splits.get(split, {})
-        if self.kind in FOLDER_KINDS:
-            return f"<root>/{self.settings.get('folder', '')} (torchvision layout)"
+        if not self.file_keys():
+            return f"<root>/{self.settings.get('folder', '')} ({self.kind} layout)"
         names = [str(spec[k]) for k in self.file_keys() if k in spec]
         return f"{' + '.join(names)} ({self.kind})"
 
@@ -124,7 +119,7 @@ def _split_spec(kind: str, value: Any, where: str) -> dict[str, Any]:
     if value is None:
         value = {}
     if isinstance(value, str):
-        keys = FILE_KEYS.get(kind, DEFAULT_FILES)
+        keys = readers.FILES[kind]
         if len(keys) != 1:
             raise DataError(f"{where}: a {kind} split needs {{{', '.join(keys)}}}, got {value!r}")
         value = {keys[0]: value}
@@ -135,9 +130,9 @@ def _split_spec(kind: str, value: Any, where: str) -> dict[str, Any]:
 
 def _source(body: dict[str, Any], where: str) -> Source:
     kind = body.get("kind")
-    if kind not in READERS:
+    if kind not in readers.READERS:
         raise DataError(f"{where}: kind {kind!r} is not a dataset kind; valid: "
-                        f"{', '.join(sorted(READERS))}")
+                        f"{', '.join(sorted(readers.READERS))}")
     raw = body.get("splits")
     if raw is None:
         raise DataError(f"{where}: no `splits:` (e.g. `splits: {{test: path/to/test.npz}}`)")

@@ -9,23 +9,15 @@ C in {1, 3} is transposed; floats only when their range is declared); everything
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.atomic import file_digest
 from benchmark.pipeline.errors import DataError
 
 CHANNELS = (1, 3)
 LAYOUTS = ("NHWC", "NCHW", "NHW")
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_checksum(path: Path, expected: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.config_groups import CONFIG_DIR
 from benchmark.paths import display_path
 from benchmark.pipeline import catalog, checks, readers
 from benchmark.pipeline.errors import DataError, DataUnavailable
@@ -92,8 +93,6 @@ _MEMORY: dict[tuple, ImageSet] = {}
 
 
 def builtin_dirs() -> tuple[Path, ...]:
-    from benchmark.config_groups import CONFIG_DIR
-
     return (CONFIG_DIR,)
 
 

@@ -27,14 +27,19 @@ Arrays = tuple[np.ndarray, np.ndarray | None]
 # (files of the split: name -> path, the source's settings) -> (images, labels or None)
 Reader = Callable[[dict[str, Path], dict[str, Any]], Arrays]
 READERS: dict[str, Reader] = {}
+# per kind: the files a split names (the first is the one a declared checksum is for); ()
+# = the reader takes the data root itself and checks for its `folder` under it
+FILES: dict[str, tuple[str, ...]] = {}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
-def register(kind: str) -> Callable[[Reader], Reader]:
-    """Decorator: make ``kind: <kind>`` usable in dataset entries."""
+def register(kind: str, files: tuple[str, ...] = ("path",)) -> Callable[[Reader], Reader]:
+    """Decorator: make ``kind: <kind>`` usable in dataset entries; ``files`` names what a split
+    of that kind lists (``()``: a folder under the data root, named by ``folder``)."""
 
     def add(fn: Reader) -> Reader:
         READERS[kind] = fn
+        FILES[kind] = files
         return fn
 
     return add
@@ -69,7 +74,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
-@register("idx")
+@register("idx", files=("images", "labels"))
 def _idx(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     images = read_idx(files["images"])
     labels = read_idx(files["labels"]) if "labels" in files else None
@@ -181,7 +186,7 @@ def _image_folder(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     return _stack(paths, settings, folder), (np.asarray(labels) if labels else None)
 
 
-@register("image_list")
+@register("image_list", files=("list", "root"))
 def _image_list(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     """OpenOOD's ``benchmark_imglist`` format: ``<path relative to root> <label>`` per line."""
     listing, root = files["list"], files["root"]
@@ -239,7 +244,7 @@ def torchvision_arrays(name: str, root: Path, split: str, download: bool) -> Arr
                     "CIFAR10, CIFAR100, SVHN, DTD, Places365")
 
 
-@register("torchvision")
+@register("torchvision", files=())
 def _torchvision(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     try:
         return torchvision_arrays(settings["class_name"], files["root"], settings["split"],
@@ -261,7 +266,7 @@ def places365_arrays(root: Path) -> Arrays:
                        {"size": 32, "channels": 3})
 
 
-@register("places365")
+@register("places365", files=())
 def _places365(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     return places365_arrays(files["root"])
 
@@ -269,7 +274,7 @@ def _places365(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
 # --------------------------------------------------------------------------- downloaded layouts
 
 
-@register("cifar_c")
+@register("cifar_c", files=())
 def _cifar_c(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     """CIFAR-10-C / CIFAR-100-C (``<folder>/<corruption>.npy`` + ``labels.npy``, five
     severities of 10,000 images stacked); split ``<corruption>-<severity>``."""
@@ -292,13 +297,11 @@ def _cifar_c(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     return np.ascontiguousarray(images[rows]), np.asarray(labels[rows])
 
 
-@register("tinyimagenet_val")
+@register("tinyimagenet_val", files=())
 def _tinyimagenet_val(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     """Tiny ImageNet's val split from the original ``tiny-imagenet-200`` folder, resized to
     ``size`` (PIL bilinear, as the offline mirror's ``tinyimagenet_32``); labels index the
     sorted wnids."""
-    from PIL import Image
-
     root = files["root"] / settings.get("folder", "")
     annotations = root / "val" / "val_annotations.txt"
     wnids = sorted((root / "wnids.txt").read_text().split())
@@ -309,9 +312,6 @@ def _tinyimagenet_val(files: dict[str, Path], settings: dict[str, Any]) -> Array
             name, wnid = line.split("\t")[:2]
             paths.append(root / "val" / "images" / name)
             labels.append(index[wnid])
-    size = int(settings.get("size", 32))
-    images = []
-    for p in tqdm(paths, desc="tiny imagenet val", mininterval=2, leave=False):
-        with Image.open(p) as img:
-            images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR)))
-    return np.stack(images), np.asarray(labels)
+    # square 64x64 images: the shorter-side resize is a plain bilinear resize, as the mirror's
+    return _stack(paths, {"size": int(settings.get("size", 32)), "channels": 3},
+                  annotations), np.asarray(labels)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.config_groups import runtime_dirs
 from benchmark.paths import REPO
 from benchmark.pipeline import catalog, checks, shifts
 from benchmark.pipeline import data as data_mod
@@ -66,25 +67,6 @@ VALIDATION_OOD = "validation_ood"  # OOD rows for tuning, disjoint from every OO
 def tuning(cfg: DictConfig) -> bool:
     """Whether detectors with a search space are tuned on a validation split (``tune``)."""
     return bool(cfg.get("tune", False))
-
-
-def config_dirs() -> tuple[Path, ...]:
-    """The config folders of this run (the project's, then the user's ``--config-dir`` /
-    ``hydra.searchpath`` ones): where ``dataset: <name>`` entries are looked up."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from benchmark.config_groups import CONFIG_DIR
-
-    dirs = [CONFIG_DIR]
-    if HydraConfig.initialized():
-        for source in HydraConfig.get().runtime.config_sources:
-            if source.schema == "file" and source.path:
-                dirs.append(Path(source.path))
-            elif source.schema == "pkg" and source.path:
-                from benchmark.config_groups import _searchpath_dirs
-
-                dirs += _searchpath_dirs(f"pkg://{source.path}")
-    return tuple(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def data_roots(d: DictConfig) -> list[Path]:
@@ -145,7 +127,7 @@ def load_sets(
     reason.
     """
     d, pair = cfg.data, cfg.pair
-    dirs = config_dirs()
+    dirs = tuple(runtime_dirs())
     kw = {"roots": data_roots(d), "download": bool(d.download),
           "download_dir": Path(d.download_dir).expanduser(), "dirs": dirs}
     for key in ("fit_size", "calibration_size", "max_id_test", "max_ood", "train_size",

@@ -181,7 +181,7 @@ def test_no_download_offers_what_to_do(tmp_path) -> None:
         data.load("notmnist", "test", roots=[tmp_path], download_dir=tmp_path / "dl")
 
 
-def test_gzip_idx_helper_reads_what_torchvision_writes(tmp_path) -> None:
+def test_read_idx_reads_a_gzipped_idx_file(tmp_path) -> None:
     from benchmark.pipeline.readers import read_idx
 
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
