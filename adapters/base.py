@@ -13,6 +13,7 @@ keeps facts about a library.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from enum import Enum
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import torch
+from torch import nn
 
 from benchmark.representations import Network, Representations
 
@@ -70,6 +73,16 @@ class LibraryInfo:
     def method(self, detector: str) -> str:
         """The canonical method id of one of this library's detectors (its own name if none)."""
         return self.methods.get(detector, detector)
+
+
+def frozen_copy(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """A private, eval-mode, gradient-free copy of a model the harness shares between detectors
+    (libraries hook, mutate or call ``backward`` on what they are handed; input gradients still
+    flow through the copy)."""
+    out = copy.deepcopy(module).eval().to(device)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
 
 
 LabelNeed = Literal["unused", "used", "every class", "correct every class"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from adapters.base import Detector, DetectorError, LibraryInfo
 
-BUILTIN = ("pytorch_ood", "openood", "inhouse")
+BUILTIN = ("pytorch_ood", "openood", "oodeel", "inhouse")
 ENTRY_POINT_GROUP = "ood_bench.adapters"
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: the offline data root (read-only), a per-session cache, the test world
 (one tiny MNIST LeNet for every adapter test) and the optional libraries.
 
-``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``) turns a skip for want of that
+``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``, ``oodeel``, ``examples``) turns a skip for want of that
 resource into a failure; CI sets it, so a missing dataset or OpenOOD install cannot pass
 silently.
 """
@@ -18,7 +18,7 @@ REQUIRED = {r.strip() for r in os.environ.get("OOD_BENCH_REQUIRE", "").split(","
 
 
 def unavailable(resource: str, reason: str) -> None:
-    """Skip the test for want of ``resource`` (``data``, ``openood``), or fail when it is
+    """Skip the test for want of ``resource`` (``data``, ``openood``, ``oodeel``, ...), or fail when it is
     required here (``OOD_BENCH_REQUIRE``)."""
     if resource in REQUIRED:
         pytest.fail(f"{reason} (required: OOD_BENCH_REQUIRE={','.join(sorted(REQUIRED))})")
