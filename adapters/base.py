@@ -147,6 +147,13 @@ class Detector(ABC):
     def score(self, split: Representations, network: Network) -> np.ndarray:
         """One float per row of ``split``; higher = more OOD. Before ``fit``: DetectorError."""
 
+    def level_threshold(self, alpha: float) -> float | None:
+        """The score at and above which this detector itself flags an input at nominal
+        false-alarm level ``alpha`` (a calibrated or parametric p-value rule), or None when it
+        claims no level. Read from the parameters only (no fit needed): the runner reports the
+        realised ID false-alarm rate at that threshold beside the ranking metrics."""
+        return None
+
     def check_fitted(self) -> None:
         """The harness error for scoring an unfitted detector."""
         if not self.fitted_:

@@ -182,6 +182,11 @@ class InhouseStatistical(InhouseDetector):
         return self.detector.pvalues(split.layer_stats, split.predictions,
                                      extra=extra_arrays(split))
 
+    def level_threshold(self, alpha: float) -> float:
+        """``p <= alpha`` (conformal: at most ``alpha`` of ID flagged) is ``-log p >= -log
+        alpha``."""
+        return float(-np.log(alpha))
+
     def decide(self, split: Representations, alpha: float) -> np.ndarray:
         return self.pvalues(split) <= alpha
 

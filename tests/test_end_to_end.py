@@ -61,6 +61,20 @@ def test_metrics_md_shows_the_csv_cell_by_cell(first_run) -> None:
         assert cells["status"] == r.status
 
 
+def test_rows_report_the_false_alarm_rate_at_each_detectors_own_level(first_run) -> None:
+    """A detector with its own decision rule (conformal p <= alpha) gets the realised ID
+    false-alarm and OOD detection rates at decision_alpha; one without gets none."""
+    _, out, _, _ = first_run
+    frame = pd.read_csv(out / "metrics.csv")
+    conformal = frame[frame.detector == "inhouse_stat_mean"]
+    assert (conformal.alpha == 0.05).all()
+    # the same ID test rows for every OOD set; calibrated: near alpha (a few hundred ID rows)
+    assert conformal.fpr_at_alpha.nunique() == 1
+    assert 0.0 <= conformal.fpr_at_alpha.iloc[0] <= 0.05 + 0.05
+    assert (conformal.tpr_at_alpha > 0.5).all()
+    assert frame[frame.library == "pytorch_ood"].fpr_at_alpha.isna().all()
+
+
 def test_inhouse_analyses_are_written_next_to_the_tables(first_run) -> None:
     _, out, _, _ = first_run
     text = (out / "analysis_inhouse.md").read_text()

@@ -236,6 +236,15 @@ class OodeelDetector(Detector):
     def _head(self) -> str:
         return "fc"
 
+    def level_threshold(self, alpha: float) -> float | None:
+        """Fisher aggregation scores ``1 - p`` with ``p`` Brown's chi-square p-value of the
+        combined layer p-values (empirical CDFs of the fit scores): Oodeel's own reading of
+        "flag at level alpha" is ``p <= alpha``. Other scores claim no level."""
+        several = self.layers == ["monitored"] or len(self.layers) > 1
+        if self.params.get("aggregator") == "fisher" and several:
+            return 1.0 - float(alpha)
+        return None
+
     def _constructor(self, id_fit: Representations) -> Any:
         args = dict(self.args)
         if "princ_dims" in args and args["princ_dims"] is None:

@@ -164,3 +164,12 @@ def needs_feature_maps(specs: DictConfig | dict[str, dict[str, Any]]) -> bool:
         if det.consumes == Consumes.FEATURE_MAPS:
             return True
     return False
+
+
+def level_threshold(spec: dict[str, Any], alpha: float) -> float | None:
+    """The score threshold at which the detector itself flags at level ``alpha``, or None
+    (it claims no level, or cannot be built: then its rows are failed anyway)."""
+    try:
+        return build(spec).level_threshold(alpha)
+    except DETECTOR_FAILURES:
+        return None

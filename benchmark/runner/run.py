@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,7 @@ from benchmark.runner.evaluate import (
     DetectorOutcome,
     cached_outcome,
     error_text,
+    level_threshold,
     needs_feature_maps,
 )
 from benchmark.runner.manifest import write_manifest
@@ -78,6 +80,8 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
     with bootstrap intervals when ``draws`` asks for them."""
     id_reps = prep.reps[ID_TEST]
     id_scores = out.scores.get(ID_TEST)
+    alpha = float(cfg.get("decision_alpha") or 0.05)
+    threshold = level_threshold(spec, alpha)
     rows = []
     for key in prep.ood_keys:
         name = key.removeprefix(OOD_PREFIX)
@@ -97,6 +101,9 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
         else:
             try:
                 row.update(compute_metrics(id_scores, out.scores[key]))
+                if threshold is not None:  # the detector's own decision rule at level alpha
+                    row.update(alpha=alpha, fpr_at_alpha=float(np.mean(id_scores >= threshold)),
+                               tpr_at_alpha=float(np.mean(out.scores[key] >= threshold)))
                 if draws is not None:
                     row.update(draws.intervals(id_scores, out.scores[key], key))
                 row.update(status="ok", error="")

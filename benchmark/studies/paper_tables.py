@@ -244,7 +244,10 @@ def _one_set(frame: pd.DataFrame, det: str, ood: str, metric: str, skipped: dict
              ) -> tuple[float | None, str]:
     hit = frame[(frame.detector == det) & (frame.ood_dataset == ood)]
     if len(hit) and hit.status.iloc[0] == "ok":
-        return float(hit[metric].iloc[0]), "ok"
+        value = hit[metric].iloc[0] if metric in hit else None
+        if value is None or pd.isna(value):  # e.g. fpr_at_alpha of a detector with no level
+            return None, f"missing: {det} has no {metric}"
+        return float(value), "ok"
     if ood in skipped:
         return None, "missing: dataset not available here (needs a download)"
     if len(hit):

@@ -184,3 +184,17 @@ def test_unknown_layer_names_the_valid_ones(world, oodeel) -> None:
     det = registry.build_detector("oodeel", "DKNN", {"layers": ["conv9"]})
     with pytest.raises(DetectorError, match=r"conv9.*valid: \['penultimate', 'conv1'"):
         det.fit(world.fit, world.network())
+
+
+def test_only_the_fisher_aggregation_claims_a_level(world, oodeel) -> None:
+    """Fisher aggregation scores 1 - p (Brown's chi-square p): flagging at alpha is score >=
+    1 - alpha, and on ID data that rule's false-alarm rate is what the ablation table shows."""
+    fisher = registry.build_detector("oodeel", "Mahalanobis", {
+        "eps": 0.0, "layers": "monitored", "aggregator": "fisher"})
+    assert fisher.level_threshold(0.05) == pytest.approx(0.95)
+    for name, params in [("Mahalanobis", {"eps": 0.0}), ("Energy", {}),
+                         ("DKNN", {"layers": "monitored", "aggregator": "mean"})]:
+        assert registry.build_detector("oodeel", name, params).level_threshold(0.05) is None
+    fisher.fit(world.fit, world.network())
+    scores = fisher.score(world.test, world.network())
+    assert scores.min() >= 0.0 and scores.max() <= 1.0  # 1 - p
