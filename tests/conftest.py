@@ -1,9 +1,9 @@
 """Shared fixtures: the offline data root (read-only), a per-session cache, the test world
 (one tiny MNIST LeNet for every adapter test) and the optional libraries.
 
-``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``, ``oodeel``, ``examples``) turns a skip for want of that
-resource into a failure; CI sets it, so a missing dataset or OpenOOD install cannot pass
-silently.
+``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``, ``oodeel``, ``examples``)
+turns a skip for want of that resource into a failure; CI sets it, so a missing dataset or
+library install cannot pass silently.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ REQUIRED = {r.strip() for r in os.environ.get("OOD_BENCH_REQUIRE", "").split(","
 
 
 def unavailable(resource: str, reason: str) -> None:
-    """Skip the test for want of ``resource`` (``data``, ``openood``, ``oodeel``, ...), or fail when it is
-    required here (``OOD_BENCH_REQUIRE``)."""
+    """Skip the test for want of ``resource`` (``data``, ``openood``, ``oodeel``, ...), or fail
+    when it is required here (``OOD_BENCH_REQUIRE``)."""
     if resource in REQUIRED:
         pytest.fail(f"{reason} (required: OOD_BENCH_REQUIRE={','.join(sorted(REQUIRED))})")
     pytest.skip(reason)
@@ -67,6 +67,18 @@ def openood():
 
     ensure_importable()  # numpy 2: imgaug placeholder (see compat.py)
     return adapter
+
+
+@pytest.fixture(scope="session")
+def oodeel():
+    """Oodeel (installed without its declared numpy<=1.26.4), else skipped (or failed if
+    required)."""
+    try:
+        import oodeel.methods as methods
+    except ImportError as exc:
+        unavailable("oodeel", f"Oodeel is not installed ({exc}): pip install -e '.[oodeel]' "
+                    "&& pip install --no-deps 'oodeel==0.4.0' (README, 'Installing Oodeel')")
+    return methods
 
 
 SWEEP_SMALL = [

@@ -3,8 +3,8 @@
 A table config (``configs/table/<name>.yaml``) lists the runs (Hydra overrides), the rows
 (label -> detector option) and the columns (run, OOD set), plus published reference values.
 An agreement table (``kind: agreement``) lists methods by their canonical id (``msp``,
-``energy``, ... as in each adapter's ``LIBRARY_INFO.methods``) and the two libraries to compare;
-each method's option in each library is found from the detector configs.
+``energy``, ... as in each adapter's ``LIBRARY_INFO.methods``) and the libraries to compare
+(every pair of them); each method's option in each library is found from the detector configs.
 Each run goes through the normal runner, so every cache is reused; the table puts our number
 beside the published one with the difference, and says "missing" (with the reason) where a
 source or dataset is not available, never inventing a value.
@@ -70,17 +70,31 @@ def method_option(library: str, method: str) -> str:
     return (exact or found)[0]
 
 
-def agreement_pairs(spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """``{label: (option a, option b)}``: a method id resolved in each of the two libraries,
-    or an explicit pair of options."""
-    libs = spec["libraries"]
-    pairs = {}
+def agreement_pairs(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``{label: (option of each library, in the table's order)}``. A method is a canonical id
+    resolved in every library, a list of options (one per library), or a mapping
+    ``{method: <id>, <library>: <option>}`` that overrides the option of some libraries (a
+    variant aligned with the others' defaults)."""
+    libs = list(spec["libraries"])
+    out = {}
     for label, method in spec["methods"].items():
         if isinstance(method, str):
-            pairs[label] = (method_option(libs[0], method), method_option(libs[1], method))
+            out[label] = tuple(method_option(lib, method) for lib in libs)
+        elif isinstance(method, dict):
+            out[label] = tuple(str(method[lib]) if lib in method
+                               else method_option(lib, str(method["method"])) for lib in libs)
         else:
-            pairs[label] = (str(method[0]), str(method[1]))
-    return pairs
+            if len(method) != len(libs):
+                raise TableError(f"method {label!r}: {len(method)} options for {len(libs)} "
+                                 f"libraries {libs}")
+            out[label] = tuple(str(o) for o in method)
+    return out
+
+
+def library_pairs(spec: dict[str, Any]) -> list[tuple[int, int]]:
+    """Every pair of the table's libraries (by index), each compared once."""
+    n = len(spec["libraries"])
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
 def run_config(overrides: list[str], detector_options: list[str], extra: list[str]):
@@ -321,7 +335,8 @@ def cell_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) -> pd.D
 
 
 def agreement_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) -> pd.DataFrame:
-    """Same method from two libraries on the same run: AUROC of each and score agreement.
+    """Same method from two libraries on the same run (every pair of the table's libraries):
+    AUROC of each and score agreement.
 
     Spearman's rho is computed on the scores of every sample both scored (ID test and all OOD
     sets together), and per OOD set on that set plus the ID test set.
@@ -330,49 +345,52 @@ def agreement_records(spec: dict[str, Any], runs: dict[str, list[RunResult]]) ->
 
     libs = spec["libraries"]
     limits = spec.get("agree_if", AGREE_IF)
-    pairs = agreement_pairs(spec)
+    options = agreement_pairs(spec)
     records = []
     for run_name, res in ((n, r) for n, reps in runs.items() for r in reps):
-        for method, (opt_a, opt_b) in pairs.items():
-            det_a, det_b = detector_id(opt_a), detector_id(opt_b)
-            rec: dict[str, Any] = {"run": run_name, "seed": res.seed, "method": method,
-                                   f"detector {libs[0]}": det_a, f"detector {libs[1]}": det_b}
-            frame = res.frame
-            ok = {}
-            for lib, det in ((libs[0], det_a), (libs[1], det_b)):
-                rows = frame[frame.detector == det]
-                ok[lib] = rows[rows.status == "ok"].set_index("ood_dataset").auroc
-                if not len(ok[lib]):
-                    errors = rows.error.dropna()
-                    rec["status"] = (f"failed: {lib}: {errors.iloc[0]}" if len(errors)
-                                     else f"missing: {lib} not in the run")
-            sets = sorted(set(ok[libs[0]].index) & set(ok[libs[1]].index))
-            sa, sb = res.scores(det_a), res.scores(det_b)
-            if "status" in rec or not sets or ID_TEST not in sa or ID_TEST not in sb:
-                rec.setdefault("status", "missing: no OOD set scored by both")
+        for method, opts in options.items():
+            for i, j in library_pairs(spec):
+                (lib_a, lib_b), (det_a, det_b) = ((libs[i], libs[j]),
+                                                  (detector_id(opts[i]), detector_id(opts[j])))
+                rec: dict[str, Any] = {"run": run_name, "seed": res.seed, "method": method,
+                                       "library A": lib_a, "library B": lib_b,
+                                       "detector A": det_a, "detector B": det_b}
+                rec.update(_agreement(res, lib_a, det_a, lib_b, det_b, limits, spearmanr))
                 records.append(rec)
-                continue
-            diff = (ok[libs[0]][sets] - ok[libs[1]][sets]).abs()
-            keys = [ID_TEST] + [ood_key(s) for s in sets]
-            rho_all = spearmanr(np.concatenate([sa[k] for k in keys]),
-                                np.concatenate([sb[k] for k in keys])).statistic
-            rho_sets = [spearmanr(np.concatenate([sa[ID_TEST], sa[ood_key(s)]]),
-                                  np.concatenate([sb[ID_TEST], sb[ood_key(s)]])).statistic
-                        for s in sets]
-            agree = (rho_all >= limits["spearman"]
-                     and diff.max() <= limits["auroc_difference"])
-            rec.update({f"AUROC {libs[0]}": float(ok[libs[0]][sets].mean()),
-                        f"AUROC {libs[1]}": float(ok[libs[1]][sets].mean()),
-                        "AUROC difference": float((ok[libs[0]][sets]
-                                                   - ok[libs[1]][sets]).mean()),
-                        "max abs AUROC difference over sets": float(diff.max()),
-                        "Spearman rho (all samples)": float(rho_all),
-                        "min Spearman rho over sets": float(np.min(rho_sets)),
-                        "OOD sets": len(sets),
-                        "verdict": "agree" if agree else "DISAGREE",
-                        "status": "ok"})
-            records.append(rec)
     return pd.DataFrame(records)
+
+
+def _agreement(res: RunResult, lib_a: str, det_a: str, lib_b: str, det_b: str,
+               limits: dict[str, float], spearmanr: Any) -> dict[str, Any]:
+    frame = res.frame
+    ok, rec = {}, {}
+    for key, lib, det in (("A", lib_a, det_a), ("B", lib_b, det_b)):
+        rows = frame[frame.detector == det]
+        ok[key] = rows[rows.status == "ok"].set_index("ood_dataset").auroc
+        if not len(ok[key]):
+            errors = rows.error.dropna()
+            rec["status"] = (f"failed: {lib}: {errors.iloc[0]}" if len(errors)
+                             else f"missing: {lib} not in the run")
+    sets = sorted(set(ok["A"].index) & set(ok["B"].index))
+    sa, sb = res.scores(det_a), res.scores(det_b)
+    if "status" in rec or not sets or ID_TEST not in sa or ID_TEST not in sb:
+        rec.setdefault("status", "missing: no OOD set scored by both")
+        return rec
+    diff = (ok["A"][sets] - ok["B"][sets]).abs()
+    keys = [ID_TEST] + [ood_key(s) for s in sets]
+    rho_all = spearmanr(np.concatenate([sa[k] for k in keys]),
+                        np.concatenate([sb[k] for k in keys])).statistic
+    rho_sets = [spearmanr(np.concatenate([sa[ID_TEST], sa[ood_key(s)]]),
+                          np.concatenate([sb[ID_TEST], sb[ood_key(s)]])).statistic
+                for s in sets]
+    agree = rho_all >= limits["spearman"] and diff.max() <= limits["auroc_difference"]
+    return {"AUROC A": float(ok["A"][sets].mean()), "AUROC B": float(ok["B"][sets].mean()),
+            "AUROC difference": float((ok["A"][sets] - ok["B"][sets]).mean()),
+            "max abs AUROC difference over sets": float(diff.max()),
+            "Spearman rho (all samples)": float(rho_all),
+            "min Spearman rho over sets": float(np.min(rho_sets)),
+            "OOD sets": len(sets), "verdict": "agree" if agree else "DISAGREE",
+            "status": "ok"}
 
 
 def _cell(r: pd.Series) -> str:
@@ -447,14 +465,14 @@ def _markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[RunResult]],
     return "\n".join(lines) + "\n"
 
 
-AGREEMENT_COLUMNS = ["AUROC {a}", "AUROC {b}", "AUROC difference",
+AGREEMENT_COLUMNS = ["AUROC A", "AUROC B", "AUROC difference",
                      "max abs AUROC difference over sets", "Spearman rho (all samples)",
                      "min Spearman rho over sets", "verdict"]
+PAIR = ["run", "method", "library A", "library B"]
 
 
 def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
-    libs = [c.removeprefix("detector ") for c in long.columns if c.startswith("detector ")]
-    cols = [c.format(a=libs[0], b=libs[1]) for c in AGREEMENT_COLUMNS]
+    cols = AGREEMENT_COLUMNS
     wide = long.copy()
     for c in cols:
         if c not in wide:
@@ -462,17 +480,17 @@ def _agreement_wide(long: pd.DataFrame) -> pd.DataFrame:
     wide["verdict"] = [v if s == "ok" else s for v, s in zip(wide.verdict, wide.status,
                                                                strict=True)]
     wide = _over_seeds(wide, cols)
-    index = ["run", "method"] if wide.run.nunique() > 1 else ["method"]
+    index = PAIR if wide.run.nunique() > 1 else PAIR[1:]
     return wide.set_index(index)[[*cols, "seeds"]]
 
 
 def _over_seeds(wide: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """One row per (run, method) over the run's seeds: AUROCs and their difference as
-    means, the largest per-set difference, the smallest rho; 'agree' only if every seed
-    agrees (a seed's failure is the verdict)."""
+    """One row per (run, method, library pair) over the run's seeds: AUROCs and their
+    difference as means, the largest per-set difference, the smallest rho; 'agree' only if
+    every seed agrees (a seed's failure is the verdict)."""
     out = []
-    for (run, method), grp in wide.groupby(["run", "method"], sort=False):
-        rec: dict[str, Any] = {"run": run, "method": method, "seeds": len(grp)}
+    for key, grp in wide.groupby(PAIR, sort=False):
+        rec: dict[str, Any] = {**dict(zip(PAIR, key, strict=True)), "seeds": len(grp)}
         for c in cols:
             values = pd.to_numeric(grp[c], errors="coerce") if c != "verdict" else None
             if c == "verdict":
@@ -494,9 +512,10 @@ def _agreement_markdown(spec: dict, long: pd.DataFrame, runs: dict[str, list[Run
                         extra: list[str], left_out: dict[str, dict[int, str]]) -> str:
     limits = spec.get("agree_if", AGREE_IF)
     lines = _header(spec, extra) + [
-        "Same method, same cached representations, two libraries. AUROC is the mean over the "
-        "OOD sets both scored; Spearman's rho compares the two score vectors sample by sample "
-        "(all samples; and per OOD set with the ID test set, the minimum shown). Verdict "
+        "Same method, same cached representations, every pair of libraries (A, B). AUROC is "
+        "the mean over the OOD sets both scored; Spearman's rho compares the two score vectors "
+        "sample by sample (all samples; and per OOD set with the ID test set, the minimum "
+        "shown). Verdict "
         f"'agree' needs rho >= {limits['spearman']} and every per-set |AUROC difference| <= "
         f"{limits['auroc_difference']}.", "", frame_markdown(_agreement_wide(long)), ""]
     if spec.get("notes"):

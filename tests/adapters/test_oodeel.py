@@ -22,9 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from adapters import registry
 from adapters.base import Consumes, DetectorError
 from adapters.oodeel.specs import AGGREGATORS, SPECS
-from tests.conftest import unavailable
 
-INSTALL = "pip install -e '.[oodeel]' && pip install --no-deps 'oodeel==0.4.0'"
 MONITORED = ["conv1", "conv2", "fc1"]  # the LeNet's monitored layers, as module names
 RAW_BATCH = 100  # no batch of one row for the 1,000 test rows (SHE squeezes its batch)
 
@@ -59,15 +57,6 @@ CASES = [
     Case("Mahalanobis", layers=("fc1",), consumes=Consumes.MODEL),
     Case("Gram", layers=tuple(MONITORED), consumes=Consumes.MODEL),
 ]
-
-
-@pytest.fixture(scope="module")
-def oodeel():
-    try:
-        import oodeel.methods
-    except ImportError as exc:
-        unavailable("oodeel", f"Oodeel is not installed ({exc}): {INSTALL}")
-    return oodeel
 
 
 def raw_oodeel_scores(world, case: Case) -> np.ndarray:

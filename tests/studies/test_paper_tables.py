@@ -55,10 +55,15 @@ def test_unknown_table_lists_valid_ones() -> None:
 
 def test_agreement_methods_resolve_to_each_librarys_option() -> None:
     """Canonical method ids (LIBRARY_INFO.methods) pick the option in each library."""
-    pairs = agreement_pairs(load_table("library_agreement"))
-    assert pairs["Energy"] == ("pytorch_ood/energy", "openood/ebo")
-    assert pairs["Mahalanobis"] == ("pytorch_ood/mahalanobis", "openood/mds")
-    assert pairs["MSP"] == ("pytorch_ood/msp", "openood/msp")
+    spec = load_table("library_agreement")
+    assert spec["libraries"] == ["pytorch_ood", "openood", "oodeel"]
+    pairs = agreement_pairs(spec)
+    assert pairs["Energy"] == ("pytorch_ood/energy", "openood/ebo", "oodeel/energy")
+    # a mapping overrides one library's option (Oodeel's default perturbs the input)
+    assert pairs["Mahalanobis"] == ("pytorch_ood/mahalanobis", "openood/mds",
+                                    "oodeel/mahalanobis_eps0")
+    assert pairs["MSP"] == ("pytorch_ood/msp", "openood/msp", "oodeel/msp")
+    assert pairs["KNN"][2] == "oodeel/knn" and pairs["RMDS"][1] == "openood/rmds"
     assert method_option("openood", "rmd") == "openood/rmds"
     with pytest.raises(TableError, match="no detector option for method 'clip'"):
         method_option("pytorch_ood", "clip")
@@ -155,26 +160,30 @@ def test_agreement_table_separates_equal_and_different_scores(root, tmp_path,
     assert same["AUROC difference"] == 0 and same.verdict == "agree"
     rows = pd.read_csv(tmp_path / "tables" / "agree_runs" / "m" / "metrics.csv")
     knn = rows[(rows.detector == "pytorch_ood_knn") & (rows.status == "ok")].auroc.mean()
-    assert diff["AUROC b"] == pytest.approx(knn)
+    assert diff["AUROC B"] == pytest.approx(knn)
+    assert (diff["library A"], diff["library B"]) == ("a", "b")
     assert diff["Spearman rho (all samples)"] < 0.99 and diff.verdict == "DISAGREE"
     assert long.loc["broken"].status.startswith("failed: b: ")  # MCD: LeNet has no dropout
     text = md.read_text()
     assert "DISAGREE" in text and "failed: b:" in text and "manifest.json" in text
 
 
-def test_committed_agreement_table_runs_with_openood(root, openood, tmp_path, monkeypatch
-                                                    ) -> None:
-    """MSP and Energy from OpenOOD and pytorch-ood on the same cached logits rank identically."""
+def test_committed_agreement_table_runs_with_every_library(root, openood, oodeel, tmp_path,
+                                                           monkeypatch) -> None:
+    """MSP and Energy from all three libraries on the same cached logits rank identically
+    (every pair: pytorch-ood/OpenOOD, pytorch-ood/Oodeel, OpenOOD/Oodeel)."""
     monkeypatch.setenv("OOD_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OOD_BENCH_DATA_ROOT", str(root))
     committed = load_table("library_agreement")
     methods = {m: committed["methods"][m] for m in ("MSP", "Energy")}  # canonical ids
     build("agree", SMALL, out_root=tmp_path / "tables",
           spec=_agreement_spec(methods, committed["libraries"]), runs_root=tmp_path / "runs")
-    long = pd.read_csv(tmp_path / "tables" / "agree.csv").set_index("method")
-    for method in methods:
-        assert long.loc[method, "Spearman rho (all samples)"] > 0.9999
-        assert long.loc[method, "verdict"] == "agree"
+    long = pd.read_csv(tmp_path / "tables" / "agree.csv")
+    assert len(long) == 2 * 3
+    assert {tuple(p) for p in long[["library A", "library B"]].values} == {
+        ("pytorch_ood", "openood"), ("pytorch_ood", "oodeel"), ("openood", "oodeel")}
+    assert (long["Spearman rho (all samples)"] > 0.9999).all()
+    assert (long.verdict == "agree").all()
 
 
 def test_seeds_give_mean_and_sd_per_cell(root, tmp_path, monkeypatch) -> None:
