@@ -3,8 +3,9 @@
 #   results/checkpoints/resnet20_cifar10.{pt,json}  the checkpoint (sha256, accuracy, command)
 #   results/cifar10/              default detectors on every CIFAR-10 OOD set, covariate shifts
 #                                 and noise included, with the in-house analyses and a report
-#   results/tables/openood_cifar10.*, library_agreement.*   the paper tables (need OpenOOD)
-#   results/cifar10_libraries/    every detector of the three sources (capped sizes), report
+#   results/tables/openood_cifar10.*, library_agreement.*, inhouse_ablation.*   the paper tables
+#                                 (need OpenOOD and Oodeel)
+#   results/cifar10_libraries/    every detector of the four sources (capped sizes), report
 #   results/checkpoints/resnet20_cifar10_s{1,2}.*  two more seeds (the tables' mean ± sd)
 # Usage: bash scripts/reproduce_cifar10.sh [train|seeds|benchmark|tables|libraries|all]
 # On 2 CPU cores: training ~75 min (resumable: rerun after an interruption), the rest ~1 h.
@@ -38,6 +39,7 @@ fi
 if [[ $what == tables || $what == all ]]; then
   ood-bench-tables table=openood_cifar10 detector_time_limit_s=1200
   ood-bench-tables table=library_agreement detector_time_limit_s=1200
+  ood-bench-tables table=inhouse_ablation
   for o in "pair=mnist backbone=lenet" \
            "pair=cifar10_openood backbone=resnet20 backbone.checkpoint=$ckpt"; do
     python scripts/feature_rank.py $o
@@ -45,7 +47,8 @@ if [[ $what == tables || $what == all ]]; then
 fi
 if [[ $what == libraries || $what == all ]]; then
   # capped sizes (fit 5,000, 2,000 per test set) and a 5-minute limit per detector
-  ood-bench -m 'detector=pytorch_ood/*,openood/*,inhouse/*' pair=cifar10_openood backbone=resnet20 \
+  rm -rf multirun/cifar10_all  # job numbers change with the detector list: no stale jobs
+  ood-bench -m 'detector=pytorch_ood/*,openood/*,oodeel/*,inhouse/*' pair=cifar10_openood backbone=resnet20 \
     backbone.checkpoint="$ckpt" data.fit_size=5000 data.max_id_test=2000 data.max_ood=2000 \
     detector_time_limit_s=300 hydra.sweep.dir=multirun/cifar10_all
   ood-bench-report multirun/cifar10_all --out results/cifar10_libraries --robustness

@@ -3,10 +3,12 @@
 #   results/mnist/               the default run, timed from an empty cache, and a second run
 #   multirun/mnist_pytorch_ood/  a sweep over every pytorch-ood detector (one job each)
 #   multirun/mnist_openood/      a sweep over every OpenOOD postprocessor (needs OpenOOD)
+#   multirun/mnist_oodeel/       a sweep over every Oodeel detector (needs Oodeel), report in
+#                                results/mnist_oodeel/
 #   results/mnist_seeds/         the default detectors and OpenOOD's counterparts over backbone
 #                                seeds 0, 1, 2: the three sources compared (mean ± sd, paired tests)
 #   results/reproducibility/     fresh-cache rerun and 1- vs 2-thread comparisons
-# Usage: bash scripts/reproduce_mnist.sh [default|seeds|reproducibility|pytorch_ood|openood|all]
+# Usage: bash scripts/reproduce_mnist.sh [default|seeds|reproducibility|pytorch_ood|openood|oodeel|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -33,11 +35,12 @@ if [[ $what == default || $what == all ]]; then
 fi
 if [[ $what == seeds || $what == all ]]; then
   openood=openood/msp,openood/mls,openood/ebo,openood/mds,openood/knn,openood/vim,openood/react,openood/odin
-  ood-bench -m backbone.recipe.seed=0,1,2 "detector=default,$openood" \
+  rm -rf multirun/mnist_seeds  # job numbers change with the detector list: no stale jobs
+  ood-bench -m backbone.recipe.seed=0,1,2 "detector=default,$openood,oodeel/default" \
     hydra.sweep.dir=multirun/mnist_seeds
-  # the ease-of-use and robustness CSVs already in results/mnist_seeds are kept by the report
-  # (they do not depend on the seed); add --all to measure them again
-  ood-bench-report multirun/mnist_seeds --out results/mnist_seeds
+  # --all measures ease of use and robustness again (without it the CSVs already in
+  # results/mnist_seeds are kept: they do not depend on the seed)
+  ood-bench-report multirun/mnist_seeds --out results/mnist_seeds --all
 fi
 if [[ $what == reproducibility || $what == all ]]; then
   # the same command in two fresh caches (bit-identical), and with 1 instead of 2 threads
@@ -61,4 +64,9 @@ if [[ $what == openood || $what == all ]]; then
   # capped sizes: some OpenOOD postprocessors (CFOOD's self-kNN, KLM) loop in Python per sample
   ood-bench -m 'detector=openood/*' hydra.sweep.dir=multirun/mnist_openood \
     data.fit_size=5000 data.max_id_test=2000 data.max_ood=2000
+fi
+if [[ $what == oodeel || $what == all ]]; then
+  rm -rf multirun/mnist_oodeel
+  ood-bench -m 'detector=oodeel/*' hydra.sweep.dir=multirun/mnist_oodeel
+  ood-bench-report multirun/mnist_oodeel --out results/mnist_oodeel
 fi
