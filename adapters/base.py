@@ -53,7 +53,9 @@ class LibraryInfo:
     :mod:`benchmark.runner.analyses`). ``known_deviations`` maps a detector to the contract
     checks (:mod:`adapters.checks`) it cannot pass by the nature of its method, with why.
     ``distribution`` is None for code that ships with ood-bench (its source then versions the
-    score cache).
+    score cache). ``import_setup`` (``"module:function"``) is what the adapter runs before it
+    imports its library (a shim for a broken dependency); the ease study runs it too, so that
+    it measures the import the harness really makes.
     """
 
     name: str
@@ -69,6 +71,7 @@ class LibraryInfo:
     analyses: str | None = None
     known_deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     note: str = ""
+    import_setup: str | None = None
 
     def method(self, detector: str) -> str:
         """The canonical method id of one of this library's detectors (its own name if none)."""

@@ -26,6 +26,7 @@ LIBRARY_INFO = LibraryInfo(
     workarounds=WORKAROUNDS,
     left_out=LEFT_OUT,
     methods={name: spec.method or name for name, spec in SPECS.items()},
+    import_setup="adapters.openood.compat:ensure_importable",  # imgaug placeholder (numpy 2)
 )
 
 

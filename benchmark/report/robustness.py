@@ -41,15 +41,33 @@ def _cell(row: pd.Series, probe: str, notes: list[str]) -> str:
     return f"**{status}**{how} [{len(notes)}]"
 
 
+def _one(rows: pd.DataFrame) -> pd.Series:
+    """One cell from a probe's rows: several when the probe ran on several backbones (seeds)
+    of the same detector. ok only if every one is ok (its AUROC / flagged share the mean);
+    otherwise the first row that is not, its detail saying on how many."""
+    if len(rows) == 1:
+        return rows.iloc[0]
+    bad = rows[rows["status"] != "ok"]
+    if bad.empty:
+        out = rows.iloc[0].copy()
+        for col in ("auroc", "flagged_share"):
+            if col in rows:
+                out[col] = pd.to_numeric(rows[col], errors="coerce").mean()
+        return out
+    out = bad.iloc[0].copy()
+    out["detail"] = f"{len(bad)} of {len(rows)} backbones: {out['detail']}"
+    return out
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """The matrix (ok / error [n] / changed [n]) and the numbered notes with every message."""
     probes = [p for p in PROBES if p in set(frame["probe"])]
     head = ["detector", "library"] + [PROBES[p][0] for p in probes]
     rows, notes = [], []
     for label, grp in frame.groupby("label", sort=False):
-        by = grp.set_index("probe")
+        by = dict(iter(grp.groupby("probe", sort=False)))
         cells = [str(label), str(grp["library"].iloc[0])]
-        cells += [_cell(by.loc[p], p, notes) if p in by.index else "—" for p in probes]
+        cells += [_cell(_one(by[p]), p, notes) if p in by else "—" for p in probes]
         rows.append(cells)
     return "\n".join([markdown_table(head, rows)] + ([""] + notes if notes else []))
 

@@ -80,3 +80,21 @@ def test_a_new_adapter_appears_by_itself_and_is_not_guessed(tmp_path, monkeypatc
     table = ease_part.write_markdown(tmp_path, records)
     assert "not installed here" in table and "fake_new_adapter" in table
     assert pd.read_csv(tmp_path / "ease_of_use.csv").library.tolist() == ["fake_new_adapter"]
+
+
+def test_a_library_needing_the_adapters_import_shim_is_measured_with_it(openood) -> None:
+    """OpenOOD imports imgaug, which breaks on numpy 2; the adapter registers a placeholder
+    first (LIBRARY_INFO.import_setup), and so does the probe: the import is measured, not
+    reported as failed."""
+    info = registry.library_info("openood")
+    assert info.import_setup == "adapters.openood.compat:ensure_importable"
+    rec = measure.measure_library("openood", {}, repeats=1, check_pypi=False)
+    assert rec["installed"], rec["not_measured"]
+    assert rec["import_seconds"] > 0 and rec["with_deps_over_torch_mb"] > 100
+
+
+def test_oodeel_is_measured_as_installed_without_its_numpy_pin(oodeel) -> None:
+    rec = measure.measure_library("oodeel", {}, repeats=1, check_pypi=False)
+    assert rec["installed"] and rec["version"] == "0.4.0"
+    assert "numpy" in rec["broken"]  # its declared numpy<=1.26.4, unmet beside numpy 2
+    assert rec["cpu_out_of_box"] == rec["detectors"] == 15

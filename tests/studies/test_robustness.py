@@ -120,3 +120,23 @@ def test_the_report_renders_the_csv(results, tmp_path) -> None:
     text = (tmp_path / "robustness.md").read_text()
     assert all(f"``{p}``" in text for p in PROBES)
     assert len(pd.read_csv(tmp_path / "robustness.csv")) == len(results)
+
+
+def test_a_probe_run_on_several_backbones_is_one_cell(results, tmp_path) -> None:
+    """Seeds of a sweep probe each backbone: one cell per (detector, probe), ok only when every
+    backbone is, the AUROC their mean; a failure on one says on how many."""
+    frame = results_frame(results)
+    second = frame.copy()
+    tiny = (second.label == "msp") & (second.probe == "tiny_fit")
+    second.loc[tiny, "auroc"] = second.loc[tiny, "auroc"] - 0.1
+    det = (second.label == "msp") & (second.probe == "determinism")
+    second.loc[det, ["status", "detail"]] = ["error", "returned 3 NaN scores of 60"]
+    both = pd.concat([frame, second], ignore_index=True)
+    (rows,) = markdown.tables(robustness_part.markdown(both))
+    by = {r["detector"]: r for r in rows}
+    title = {p: t for p, (t, _) in PROBES.items()}
+    assert len(rows) == frame.label.nunique()
+    mean = (frame.loc[tiny, "auroc"].iloc[0] + second.loc[tiny, "auroc"].iloc[0]) / 2
+    assert by["msp"][title["tiny_fit"]] == f"ok ({mean:.3f})"
+    assert by["msp"][title["determinism"]].startswith("error (NaN out) [")
+    assert "1 of 2 backbones: returned 3 NaN" in robustness_part.markdown(both)

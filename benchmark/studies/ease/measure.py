@@ -235,7 +235,7 @@ def measure_library(library: str, pythons: Mapping[str, str], repeats: int = 3,
     targets = library_imports(info, files)
     base_args = {"repo": str(REPO), "targets": targets, "package": info.package,
                  "dist": info.distribution, "adapter": module_path(library),
-                 "base": list(BASE_DISTS)}
+                 "base": list(BASE_DISTS), "setup": info.import_setup}
     python, full = _probe_full(library, pythons.get(library, sys.executable), base_args,
                                pythons)
     installed = bool(full.get("import_ok"))

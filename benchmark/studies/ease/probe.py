@@ -7,7 +7,8 @@ Arguments: ``repo`` (put on ``sys.path`` so the adapter imports), ``targets`` (t
 modules the adapter imports), ``package`` (the library's import package), ``dist`` (its
 distribution, or null), ``adapter`` (the adapter module), ``base`` (distributions the size
 comparison treats as already there), ``mode`` (``time``: import time only; ``full``:
-everything), ``preimport`` (modules imported before the clock starts).
+everything), ``preimport`` (modules imported before the clock starts), ``setup``
+(``"module:function"`` the adapter runs before importing its library; run before the clock).
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def time_imports(args: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
             importlib.import_module(m)
         except Exception:
             pass
+    if args.get("setup"):
+        module, _, func = args["setup"].partition(":")
+        try:
+            getattr(importlib.import_module(module), func)()
+        except Exception as exc:
+            out["setup_error"] = (type(exc).__name__ + ": " + str(exc))[:300]
     before = set(sys.modules)
     t0 = time.perf_counter()
     try:
