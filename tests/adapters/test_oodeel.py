@@ -187,3 +187,12 @@ def test_only_the_fisher_aggregation_claims_a_level(world, oodeel) -> None:
     fisher.fit(world.fit, world.network())
     scores = fisher.score(world.test, world.network())
     assert scores.min() >= 0.0 and scores.max() <= 1.0  # 1 - p
+
+
+def test_oodeel_vim_ignores_its_pseudo_origin(world, oodeel) -> None:
+    """Measured quirk behind the ViM row of the agreement table: Oodeel 0.4.0's
+    ``pca_origin='pseudo'`` checks ``layer_id == -1``, which its fit loop never passes, so the
+    subspace is centred on the feature mean either way (pytorch-ood and OpenOOD use -pinv(W) b)."""
+    center, _ = adapter_scores(world, Case("VIM", {"pca_origin": "center"}))
+    pseudo, _ = adapter_scores(world, Case("VIM", {"pca_origin": "pseudo"}))
+    assert np.array_equal(center, pseudo)
