@@ -72,6 +72,9 @@ def test_rows_report_the_false_alarm_rate_at_each_detectors_own_level(first_run)
     assert conformal.fpr_at_alpha.nunique() == 1
     assert 0.0 <= conformal.fpr_at_alpha.iloc[0] <= 0.05 + 0.05
     assert (conformal.tpr_at_alpha > 0.5).all()
+    for rate in ("fpr_at_alpha", "tpr_at_alpha"):  # exact binomial intervals around them
+        assert (conformal[f"{rate}_lo"] <= conformal[rate]).all()
+        assert (conformal[rate] <= conformal[f"{rate}_hi"]).all()
     assert frame[frame.library == "pytorch_ood"].fpr_at_alpha.isna().all()
 
 

@@ -45,6 +45,7 @@ from benchmark.runner.prepare import (
 from benchmark.runner.prepare import tuning as tuning_on
 from benchmark.runner.tables import write_metric_tables
 from benchmark.stats import bootstrap
+from benchmark.stats.binomial import clopper_pearson
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,18 @@ class Draws:
                                   self.level)
         self.seconds += time.perf_counter() - t0
         return out
+
+
+def decision_rates(id_scores: np.ndarray, ood_scores: np.ndarray, threshold: float,
+                   alpha: float, level: float) -> dict[str, float]:
+    """The realised ID false-alarm rate and OOD detection rate of ``score >= threshold``, with
+    their exact (Clopper-Pearson) ``level`` intervals."""
+    out: dict[str, float] = {"alpha": alpha}
+    for name, scores in (("fpr_at_alpha", id_scores), ("tpr_at_alpha", ood_scores)):
+        k, n = int(np.sum(scores >= threshold)), len(scores)
+        lo, hi = clopper_pearson(k, n, level)
+        out.update({name: k / n if n else float("nan"), f"{name}_lo": lo, f"{name}_hi": hi})
+    return out
 
 
 def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: Prepared,
@@ -102,8 +115,8 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
             try:
                 row.update(compute_metrics(id_scores, out.scores[key]))
                 if threshold is not None:  # the detector's own decision rule at level alpha
-                    row.update(alpha=alpha, fpr_at_alpha=float(np.mean(id_scores >= threshold)),
-                               tpr_at_alpha=float(np.mean(out.scores[key] >= threshold)))
+                    row.update(decision_rates(id_scores, out.scores[key], threshold, alpha,
+                                              draws.level if draws is not None else 0.95))
                 if draws is not None:
                     row.update(draws.intervals(id_scores, out.scores[key], key))
                 row.update(status="ok", error="")

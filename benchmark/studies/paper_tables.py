@@ -297,7 +297,13 @@ def _column_interval(col: dict[str, Any], det: str, metric: str, res: RunResult
                      ) -> tuple[float | None, float | None]:
     """The bootstrap interval of a column's value in one run: per resample, the mean over
     the column's sets (the ID rows drawn once for all of them), then its percentiles."""
-    if metric not in bootstrap.METRICS:
+    if metric not in bootstrap.METRICS:  # a rate with its own interval in the rows, if any
+        if "ood" not in col:
+            return None, None
+        hit = res.frame[(res.frame.detector == det) & (res.frame.ood_dataset == col["ood"])]
+        lo, hi = f"{metric}_lo", f"{metric}_hi"
+        if len(hit) and lo in hit and hi in hit and not hit[[lo, hi]].iloc[0].isna().any():
+            return float(hit[lo].iloc[0]), float(hit[hi].iloc[0])
         return None, None
     parts = [res.resampled(det, o) for o in _members(col, res)]
     if not parts or any(p is None for p in parts):
