@@ -10,13 +10,12 @@ the same way on either:
   ``Columns`` modules hand each block on, so every hook sees exactly the cached array; ``fc``
   is the backbone's final linear layer (a copy) applied to the features, or, for a logit
   method without flags, the cached logits themselves (``head='logits'``).
-* :class:`LiveNet`: a private copy of a zoo backbone (``forward_features`` then the final
+* :class:`LiveNet`: a zoo backbone (the caller's private copy) (``forward_features`` then the final
   linear layer), its monitored layers reachable as ``body.<name>``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -57,21 +56,20 @@ class ReplayNet(nn.Module):
         for i, width in enumerate(blocks):
             self.add_module(f"layer{i}", Columns(start, start + int(width)))
             start += int(width)
-        self.width = start
         self.fc = fc  # last: ViM reads the weights of the last module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.n_blocks):
             getattr(self, f"layer{i}")(x)
-        features = self.features(x)
         if self.head == "logits":
             return self.logits(x)
-        return self.fc(features)
+        return self.fc(self.features(x))
 
 
 class LiveNet(nn.Module):
     """A zoo backbone as Oodeel sees it: ``body`` (the backbone without its head), then
-    ``features`` (the penultimate output), then ``fc``. ``backbone`` is copied.
+    ``features`` (the penultimate output), then ``fc``. ``backbone`` must be the caller's
+    private copy (:func:`adapters.base.frozen_copy`): its ``fc`` is moved here.
 
     ``input_scale`` (per channel): the network takes ``u = x * scale`` for model-ready ``x``
     and divides it back. With the backbone's input std as scale, ``u`` is the image minus the
@@ -85,7 +83,7 @@ class LiveNet(nn.Module):
         scale = None if input_scale is None else torch.tensor(
             [float(v) for v in input_scale]).view(1, -1, 1, 1)
         self.register_buffer("input_scale", scale, persistent=False)
-        body = copy.deepcopy(backbone)
+        body = backbone
         fc = body.fc
         if not isinstance(fc, nn.Linear) or not hasattr(body, "forward_features"):
             raise TypeError("the backbone needs forward_features and a final nn.Linear fc")
