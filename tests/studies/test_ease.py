@@ -98,3 +98,14 @@ def test_oodeel_is_measured_as_installed_without_its_numpy_pin(oodeel) -> None:
     assert rec["installed"] and rec["version"] == "0.4.0"
     assert "numpy" in rec["broken"]  # its declared numpy<=1.26.4, unmet beside numpy 2
     assert rec["cpu_out_of_box"] == rec["detectors"] == 15
+
+
+def test_install_source_names_no_path_of_this_machine() -> None:
+    """A wheel installed from a local file is named by its file name (the committed CSVs must
+    not carry /tmp/... or home paths); a VCS or index URL is kept."""
+    local = '{"url": "file:///tmp/dl/oodeel-0.4.0-py3-none-any.whl", "archive_info": {}}'
+    assert measure._installed_from(local) == "source local file oodeel-0.4.0-py3-none-any.whl"
+    vcs = ('{"url": "https://github.com/Jingkang50/OpenOOD", '
+           '"vcs_info": {"vcs": "git", "commit_id": "3c35632ee91b54b09d1"}}')
+    assert measure._installed_from(vcs) == "VCS https://github.com/Jingkang50/OpenOOD@3c35632ee91b"
+    assert measure._installed_from(None) == "package index (wheel/sdist)"

@@ -149,6 +149,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def _url_text(url: str) -> str:
+    """A direct-install URL without this machine's paths: a local file or folder by its name."""
+    if url.startswith("file://"):
+        return f"local file {Path(url.removeprefix('file://')).name}"
+    return url
+
+
 def _installed_from(direct_url: str | None) -> str:
     if not direct_url:
         return "package index (wheel/sdist)"
@@ -157,10 +164,10 @@ def _installed_from(direct_url: str | None) -> str:
     except json.JSONDecodeError:
         return "direct URL (unreadable)"
     if d.get("dir_info", {}).get("editable"):
-        return f"editable source checkout {d.get('url', '')}"
+        return f"editable source checkout {_url_text(d.get('url', ''))}"
     if "vcs_info" in d:
-        return f"VCS {d.get('url', '')}@{d['vcs_info'].get('commit_id', '')[:12]}"
-    return f"source {d.get('url', '')}"
+        return f"VCS {_url_text(d.get('url', ''))}@{d['vcs_info'].get('commit_id', '')[:12]}"
+    return f"source {_url_text(d.get('url', ''))}"
 
 
 def _sweep_cpu_evidence(library: str, rows: pd.DataFrame | None) -> dict[str, Any]:
