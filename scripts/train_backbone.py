@@ -27,8 +27,14 @@ from omegaconf import OmegaConf
 from benchmark import compute
 from benchmark.config_groups import CONFIG_DIR, check_overrides
 from benchmark.pipeline.backbones import Recipe, get_backbone, training_record
-from benchmark.pipeline.data import InputTransform, batches
-from benchmark.runner.prepare import cache_root, load_sets, resolve_device
+from benchmark.pipeline.data import batches
+from benchmark.runner.prepare import (
+    backbone_spec,
+    cache_root,
+    input_transform,
+    load_sets,
+    resolve_device,
+)
 
 
 def main(args: list[str]) -> None:
@@ -45,9 +51,7 @@ def main(args: list[str]) -> None:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*overrides, "~detector"])
     sets, _, _ = load_sets(cfg)
-    bb = cfg.backbone
-    transform = InputTransform(bb.input.size, bb.input.channels, tuple(bb.input.mean),
-                               tuple(bb.input.std))
+    transform = input_transform(cfg)
     t0 = time.perf_counter()
     with compute.pinned(compute.ComputeSettings.from_config(cfg)):
         _train_and_export(cfg, sets, transform, overrides, export, t0)
@@ -55,9 +59,9 @@ def main(args: list[str]) -> None:
 
 def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
     bb = cfg.backbone
-    backbone = get_backbone(bb.arch, OmegaConf.to_container(bb.params), Recipe(**bb.recipe),
-                            sets["train"], transform, cache_root(cfg), resolve_device(cfg.device),
-                            bb.checkpoint)
+    spec = backbone_spec(cfg)
+    backbone = get_backbone(spec, {}, Recipe(**bb.recipe), sets["train"], transform,
+                            cache_root(cfg), resolve_device(cfg.device), bb.checkpoint)
     import torch
 
     correct = 0
@@ -74,7 +78,7 @@ def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
         shutil.copyfile(backbone.checkpoint, export)
         command = "python scripts/train_backbone.py " + " ".join(
             [*overrides, "--export", str(export)])
-        info = {"architecture": bb.arch, "params": OmegaConf.to_container(bb.params),
+        info = {"architecture": spec.key_arch, "params": spec.params,
                 "recipe": OmegaConf.to_container(bb.recipe), "sha256": backbone.sha256,
                 "parameters": sum(p.numel() for p in backbone.model.parameters()),
                 "bytes": export.stat().st_size, "id_dataset": cfg.pair.id.dataset,

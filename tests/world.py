@@ -110,7 +110,7 @@ def _build(root: Path, cache: Path) -> World:
     backbone = get_backbone("lenet", {"in_channels": 1, "num_classes": 10, "width": 8},
                             RECIPE, sets["train"], TRANSFORM, cache, torch.device("cpu"))
     model = copy.deepcopy(backbone.model)
-    model.fc1.append(nn.Dropout(0.5))
+    model.model.fc1.append(nn.Dropout(0.5))
     model.eval()
     reps, tensors = {}, {}
     for name in ("fit", "calibration", "id", "ood"):

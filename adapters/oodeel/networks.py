@@ -16,6 +16,7 @@ the same way on either:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -87,10 +88,11 @@ class LiveNet(nn.Module):
         fc = body.fc
         if not isinstance(fc, nn.Linear) or not hasattr(body, "forward_features"):
             raise TypeError("the backbone needs forward_features and a final nn.Linear fc")
-        body.fc = nn.Identity()
         self.body = body
         self.features = nn.Identity()
-        self.fc = fc
+        # a module of its own, so Oodeel finds it as "fc" (the body's head stays inside the
+        # body, where named_modules would list it first)
+        self.fc = copy.deepcopy(fc)
 
     def monitored(self) -> dict[str, str]:
         """The backbone's monitored layer names -> their module names here."""

@@ -116,9 +116,9 @@ std, so ``eps`` is in pixel units as in the paper and OpenOOD; Gram ``num_poles_
 [1, 2, 3] instead of 1..L), or a YAML-friendly form is needed:
 ``detector`` (score function of ReAct/ASH/SCALE/VRA/RankFeat/LTS/DICE) is one of ``energy``,
 ``msp``, ``maxlogit``, ``entropy``; GradNorm/GradUncertainty ``param_filter`` is a list of
-parameter names (``null`` = all; pinned to ``[fc.weight]``, the last layer, as in GradNorm's
-paper); layer arguments of NACUE/Gram/MultiMahalanobis are lists of monitored layer names
-(``null`` = all). ``seed`` (MCD, Gram) is the adapter's own.
+parameter names (``null`` = all; ``fc.*`` = the final layer's, whatever its name; pinned to
+``[fc.weight]``, as in GradNorm's paper); layer arguments of NACUE/Gram/MultiMahalanobis are
+lists of monitored layer names (``null`` = all). ``seed`` (MCD, Gram) is the adapter's own.
 """
 
 from __future__ import annotations
@@ -318,10 +318,14 @@ def _pooled_head(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return head
 
 
-def _param_filter(names: list[str] | None) -> Callable[[str], bool] | None:
+def _param_filter(ctx: _Context, names: list[str] | None) -> Callable[[str], bool] | None:
+    """Parameter names of the model; ``fc.<param>`` is the final layer's, whatever the model
+    calls it (``model.fc`` in a wrapped zoo network, ``classifier.3`` in a MobileNet)."""
     if names is None:
         return None
-    wanted = frozenset(names)
+    model, fc = ctx.network.model, ctx.network.fc
+    head = next((n for n, m in model.named_modules() if m is fc), "fc")
+    wanted = frozenset(f"{head}.{n[3:]}" if n.startswith("fc.") else n for n in names)
     return lambda n: n in wanted
 
 
@@ -795,13 +799,13 @@ _SPECS: list[Spec] = [
     _spec(pod.GradNorm, _Model,
           {"param_filter": ["fc.weight"], "micro_batch_size": 32, "temperature": 1.0},
           lambda c, p: pod.GradNorm(_m(c, "GradNorm"),
-                                    param_filter=_param_filter(p["param_filter"]),
+                                    param_filter=_param_filter(c, p["param_filter"]),
                                     micro_batch_size=p["micro_batch_size"],
                                     temperature=p["temperature"]),
           "inputs", needs_model=True),
     _spec(pod.GradUncertainty, _Model, {"param_filter": ["fc.weight"]},
           lambda c, p: pod.GradUncertainty(_m(c, "GradUncertainty"),
-                                           param_filter=_param_filter(p["param_filter"])),
+                                           param_filter=_param_filter(c, p["param_filter"])),
           "inputs", needs_model=True),
     _spec(pod.NACUE, _Model,
           {"layers": None, "m_bins": 50, "alpha": 100.0, "o_star": 50},

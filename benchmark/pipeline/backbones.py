@@ -23,8 +23,10 @@ from tqdm.auto import tqdm
 
 from benchmark import compute
 from benchmark.atomic import atomic_path, file_digest
+from benchmark.pipeline import model_sources
 from benchmark.pipeline.data import ImageSet, InputTransform
-from benchmark.pipeline.zoo import ARCHITECTURES
+from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec
+from benchmark.pipeline.wrapper import ClassifierNetwork, NetworkContractError, wrap
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ class Recipe:
 
 @dataclass
 class Backbone:
-    model: nn.Module
+    """The trained classifier, wrapped (``model``: a :class:`ClassifierNetwork`)."""
+
+    model: ClassifierNetwork
     name: str
     checkpoint: Path
     sha256: str
@@ -59,14 +63,34 @@ class Backbone:
     train_seconds: float
 
 
-def build_model(arch: str, params: dict[str, Any]) -> nn.Module:
-    if arch not in ARCHITECTURES:
-        raise BackboneError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**params)
+def build_model(spec: ModelSpec | str, params: dict[str, Any] | None = None) -> nn.Module:
+    """The raw classifier of ``spec`` (or of a zoo architecture name and its params)."""
+    if isinstance(spec, str):
+        spec = ModelSpec(arch=spec, params=dict(params or {}))
+    try:
+        return model_sources.build(spec)
+    except ModelSourceError as exc:
+        raise BackboneError(str(exc)) from exc
+
+
+def wrapped(model: nn.Module, spec: ModelSpec, transform: InputTransform) -> ClassifierNetwork:
+    """``model`` as the harness network; what the wrapper cannot find is a BackboneError."""
+    try:
+        return wrap(model, (transform.channels, transform.size, transform.size), spec.head,
+                    spec.feature_maps, spec.monitored)
+    except NetworkContractError as exc:
+        raise BackboneError(f"backbone {spec.arch}: {exc}") from exc
 
 
 def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
+
+
+def _state_sha256(model: nn.Module) -> str:
+    """sha256 of a model's weights as ``torch.save`` writes them through memory."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform
@@ -302,26 +326,42 @@ def _cached_checkpoint(model: nn.Module, path: Path) -> tuple[nn.Module, str] | 
 
 
 def get_backbone(
-    arch: str, params: dict, recipe: Recipe, train_data: ImageSet, transform: InputTransform,
-    cache_dir: Path, device: torch.device, checkpoint: str | None = None,
+    arch: str | ModelSpec, params: dict, recipe: Recipe, train_data: ImageSet,
+    transform: InputTransform, cache_dir: Path, device: torch.device,
+    checkpoint: str | None = None,
 ) -> Backbone:
-    """The trained backbone: a user checkpoint, the cached one, or freshly trained (then cached)."""
+    """The trained backbone, wrapped: a user checkpoint, pretrained weights, the cached one, or
+    freshly trained (then cached). ``arch`` is a zoo name (with ``params``) or a ModelSpec."""
+    spec = arch if isinstance(arch, ModelSpec) else ModelSpec(arch=arch, params=dict(params))
+    bb = _get_backbone(spec, recipe, train_data, transform, cache_dir, device, checkpoint)
+    bb.model = wrapped(bb.model, spec, transform).to(device).eval()
+    return bb
+
+
+def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
+                  transform: InputTransform, cache_dir: Path, device: torch.device,
+                  checkpoint: str | None) -> Backbone:
     torch.manual_seed(recipe.seed)  # initial weights are part of the recipe
-    model = build_model(arch, params)
+    arch, params = spec.key_arch, spec.params
+    model = build_model(spec)
     if checkpoint:
         path = Path(checkpoint).expanduser()
         model = load_checkpoint(model, path)
         return Backbone(model.to(device), arch, path, file_sha256(path), False, 0.0)
+    if spec.weights:  # pretrained: the library's own file is the checkpoint
+        return Backbone(model.to(device).eval(), arch, Path(f"<{spec.source} {spec.weights}>"),
+                        _state_sha256(model), False, 0.0)
     key = cache_key(arch, params, recipe, train_data, transform)
     folder = cache_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{arch}-{key}.pt"
+    stem = arch.replace(":", "-").replace("/", "-")
+    path = folder / f"{stem}-{key}.pt"
     if path.exists() and (cached := _cached_checkpoint(model, path)) is not None:
         return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
     log.info("training %s on %s (%d images); checkpoint will be cached at %s",
              arch, train_data.name, len(train_data), path)
     t0 = time.perf_counter()
-    state_path = folder / f"{arch}-{key}.partial"
+    state_path = folder / f"{stem}-{key}.partial"
     model = train(model, train_data, transform, recipe, device, state_path)
     seconds = time.perf_counter() - t0
     sha = _atomic_save(model.state_dict(), path)

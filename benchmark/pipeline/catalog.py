@@ -33,7 +33,7 @@ from benchmark.pipeline.errors import DataError
 
 GROUP = "dataset"
 SOURCE_SETTINGS = {"kind", "splits", "layout", "range", "images_key", "labels_key", "size",
-                   "channels", "class_name", "folder"}
+                   "channels", "class_name", "folder", "resize", "lazy"}
 ENTRY_KEYS = SOURCE_SETTINGS | {"sources", "num_classes", "download", "description",
                                 "homepage", "license"}
 

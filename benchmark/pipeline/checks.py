@@ -15,6 +15,7 @@ import numpy as np
 
 from benchmark.atomic import file_digest
 from benchmark.pipeline.errors import DataError
+from benchmark.pipeline.lazy import LazyImages
 
 CHANNELS = (1, 3)
 LAYOUTS = ("NHWC", "NCHW", "NHW")
@@ -133,7 +134,12 @@ def canonical_labels(labels: np.ndarray | None, n_images: int, where: str) -> np
 def checked(images: np.ndarray, labels: np.ndarray | None, where: str,
             layout: str | None = None, value_range: list[float] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels in the harness's form, refused with a message when they cannot be."""
+    """Images and labels in the harness's form, refused with a message when they cannot be.
+    Lazy image files are checked when they are read (one shape, decoded by PIL)."""
+    if isinstance(images, LazyImages):
+        if len(images) == 0:
+            raise DataError(f"{where}: no images (the set is empty)")
+        return images, canonical_labels(labels, len(images), where)
     images = canonical_images(images, where, layout, value_range)
     if len(images) == 0:
         raise DataError(f"{where}: no images (the set is empty)")

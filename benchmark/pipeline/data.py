@@ -22,6 +22,7 @@ from benchmark.config_groups import CONFIG_DIR
 from benchmark.paths import display_path
 from benchmark.pipeline import catalog, checks, readers
 from benchmark.pipeline.errors import DataError, DataUnavailable
+from benchmark.pipeline.lazy import LazyImages
 
 __all__ = ["DataError", "DataUnavailable", "ImageSet", "InputTransform", "IDSplits", "load",
            "batches", "plan_id_splits", "subsample"]
@@ -29,7 +30,8 @@ __all__ = ["DataError", "DataUnavailable", "ImageSet", "InputTransform", "IDSpli
 
 @dataclass
 class ImageSet:
-    """A dataset split in memory: ``images`` N x H x W x C uint8, ``labels`` int64."""
+    """A dataset split: ``images`` N x H x W x C uint8 (an array, or :class:`LazyImages` read
+    batch by batch), ``labels`` int64."""
 
     name: str
     split: str
@@ -52,6 +54,9 @@ class ImageSet:
             if self.parent_hash is not None and self.indices is not None:
                 h.update(self.parent_hash.encode())
                 h.update(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes())
+            elif isinstance(self.images, LazyImages):  # the files' bytes, streamed
+                h.update(f"lazy|{self.images.shape}|{self.images.digest()}|".encode())
+                h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
             else:  # shape and dtype too: the same bytes in another layout are other images
                 images = np.ascontiguousarray(self.images)
                 h.update(f"{images.dtype.str}|{images.shape}|".encode())
@@ -66,7 +71,8 @@ class ImageSet:
         return ImageSet(
             name=self.name,
             split=split or self.split,
-            images=self.images[indices],
+            images=(self.images.subset(indices) if isinstance(self.images, LazyImages)
+                    else self.images[indices]),
             labels=self.labels[indices],
             source=self.source,
             origin=self.origin,

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmark.atomic import load_npz, save_npz
 from benchmark.pipeline.data import ImageSet, InputTransform, batches
+from benchmark.pipeline.wrapper import wrap
 from benchmark.representations import Representations
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,10 @@ FORMAT_VERSION = 1
 REDUCTIONS = ("max", "mean")
 
 
-def representation_key(checkpoint_sha: str, data: ImageSet, transform: InputTransform) -> str:
+def representation_key(checkpoint_sha: str, data: ImageSet, transform: InputTransform,
+                       network: dict | None = None) -> str:
+    """The cache key of one forward pass; ``network`` is what the wrapper found in a model that
+    did not name its own layers (then the chosen layers are part of what was computed)."""
     ident = {
         "checkpoint": checkpoint_sha,
         "data": data.content_hash,
@@ -35,6 +39,8 @@ def representation_key(checkpoint_sha: str, data: ImageSet, transform: InputTran
         "reductions": REDUCTIONS,
         "format": FORMAT_VERSION,
     }
+    if network is not None:
+        ident["network"] = network
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -84,8 +90,13 @@ def extract(
     batch_size: int = 512,
     with_maps: bool = False,
 ) -> tuple[Representations, bool]:
-    """Representations of ``data`` and whether they came from the cache."""
-    key = representation_key(checkpoint_sha, data, transform)
+    """Representations of ``data`` and whether they came from the cache. Feature maps are
+    extracted only when asked for and the model has them (else ``feature_maps`` stays None)."""
+    model = wrap(model, (transform.channels, transform.size, transform.size))
+    named = model.layers_from_hint
+    key = representation_key(checkpoint_sha, data, transform,
+                             None if named else model.describe())
+    with_maps = with_maps and model.has_feature_maps
     folder = cache_dir / "representations"
     folder.mkdir(parents=True, exist_ok=True)
     core_path = folder / f"{key}.npz"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import zipfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.pipeline.errors import DataError
+from benchmark.pipeline.lazy import LazyImages
 
 Arrays = tuple[np.ndarray, np.ndarray | None]
 # (files of the split: name -> path, the source's settings) -> (images, labels or None)
@@ -113,7 +115,8 @@ def _npz(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
 # --------------------------------------------------------------------------- image files
 
 
-def _open_image(path: Path, channels: int | None, size: int | None) -> np.ndarray:
+def _open_image(path: Path, channels: int | None, size: int | None,
+                resize: int | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -124,29 +127,40 @@ def _open_image(path: Path, channels: int | None, size: int | None) -> np.ndarra
         raise DataError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})"
                         ) from exc
     if size is not None:
-        return shorter_side_crop(img, size)
+        return shorter_side_crop(img, size, resize)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def shorter_side_crop(img, size: int) -> np.ndarray:
-    """Resize the shorter side to ``size`` (bilinear) and centre-crop, as the offline DTD subset."""
+def shorter_side_crop(img, size: int, resize: int | None = None) -> np.ndarray:
+    """Resize the shorter side to ``resize`` (default ``size``; bilinear) and centre-crop
+    ``size`` x ``size``: the offline DTD subset, and ImageNet's Resize(256) + CenterCrop(224)."""
     from PIL import Image
 
     gray = img.mode == "L"
     img = img.convert("L" if gray else "RGB")
     w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    target = max(size, int(resize or size))
+    scale = target / min(w, h)
+    img = img.resize((max(target, round(w * scale)), max(target, round(h * scale))),
+                     Image.BILINEAR)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
     return arr[..., None] if gray else arr
 
 
-def _stack(paths: list[Path], settings: dict[str, Any], where: Path) -> np.ndarray:
-    channels, size = settings.get("channels"), settings.get("size")
-    images = [_open_image(p, channels, size)
+def _stack(paths: list[Path], settings: dict[str, Any], where: Path) -> np.ndarray | LazyImages:
+    """The images of ``paths`` as one array, or (``lazy: true``) as files read on access."""
+    channels, size, resize = settings.get("channels"), settings.get("size"), settings.get("resize")
+    if settings.get("lazy"):
+        if not size or not channels:
+            raise DataError(f"{where}: `lazy: true` needs `size` and `channels` in the dataset "
+                            "entry (every image is resized to one shape when it is read)")
+        return LazyImages(paths, int(size), int(channels),
+                          partial(_open_image, channels=channels, size=size, resize=resize),
+                          {"resize": resize})
+    images = [_open_image(p, channels, size, resize)
               for p in tqdm(paths, desc=f"read {where.name}", mininterval=2, leave=False)]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adapters.base import Consumes, Detector
 from adapters.registry import build_detector
+from benchmark.pipeline.wrapper import NetworkContractError
 from benchmark.representations import Network, Representations
 from benchmark.runner import score_cache
 from benchmark.runner.prepare import Prepared, cache_root, private_network
@@ -108,6 +109,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
     try:
         det = build(spec)
         out.consumes = det.consumes.value
+        check_network(det, prep)
         net = private_network(prep, batch_size)
         t0 = time.perf_counter()
         try:
@@ -132,6 +134,14 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
             break
     out.detector = det
     return out
+
+
+def check_network(det: Detector, prep: Prepared) -> None:
+    """Refuse, before any work, a detector whose input this backbone cannot provide."""
+    if det.consumes == Consumes.FEATURE_MAPS and prep.reps["fit"].feature_maps is None:
+        why = prep.backbone.model.missing().get("feature_maps", "they were not extracted")
+        raise NetworkContractError(f"this detector reads feature maps, which backbone "
+                                   f"{prep.backbone.name} does not offer: {why}")
 
 
 def cached_outcome(spec: dict[str, Any], key: str, prep: Prepared, cfg: DictConfig,

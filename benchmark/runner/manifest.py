@@ -95,6 +95,9 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir:
             "trained_this_run": prep.backbone.trained_now,
             "train_seconds": prep.backbone.train_seconds,
             "id_test_accuracy": id_accuracy,
+            # what the wrapper found: head, feature maps (and how logits follow), layers
+            "network": prep.backbone.model.describe(),
+            "missing": prep.backbone.model.missing(),
             # how the checkpoint was trained (threads, CPU kernels), when the harness trained it
             "training": training_record(prep.backbone.checkpoint, prep.backbone.sha256),
         },

@@ -7,7 +7,7 @@ import copy
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,9 @@ from benchmark.config_groups import runtime_dirs
 from benchmark.paths import REPO
 from benchmark.pipeline import catalog, checks, shifts
 from benchmark.pipeline import data as data_mod
-from benchmark.pipeline.backbones import Backbone, Recipe, get_backbone
+from benchmark.pipeline.backbones import Backbone, BackboneError, Recipe, get_backbone
 from benchmark.pipeline.features import extract
+from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec, weights_input
 from benchmark.representations import InputBatches, Network, Representations
 from benchmark.results import ID_TEST, OOD_PREFIX, ood_key
 
@@ -137,7 +138,8 @@ def load_sets(
     id_entry = catalog.as_entry(_plain(pair.id.dataset), dirs, name=f"{pair.name}-id")
     id_train = data_mod.load(id_entry, pair.id.train_split, **kw)
     id_test = data_mod.load(id_entry, pair.id.test_split, **kw)
-    num_classes = id_entry.num_classes or int(cfg.backbone.params.get("num_classes", 0) or 0)
+    num_classes = id_entry.num_classes or int((cfg.backbone.get("params") or {}).get(
+        "num_classes", 0) or 0)
     if num_classes:
         checks.check_id_labels(id_train.labels, num_classes, id_train.source, every_class=True)
         checks.check_id_labels(id_test.labels, num_classes, id_test.source, every_class=False)
@@ -215,10 +217,43 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-def input_transform(cfg: DictConfig) -> data_mod.InputTransform:
+def backbone_spec(cfg: DictConfig) -> ModelSpec:
+    """What ``cfg.backbone`` builds (source, architecture, weights, the wrapper's hints);
+    ``params.num_classes: null`` is the ID dataset's class count."""
+    try:
+        spec = ModelSpec.from_config(cfg.backbone)
+    except ModelSourceError as exc:
+        raise BackboneError(str(exc)) from exc
+    if "num_classes" in spec.params and spec.params["num_classes"] is None:
+        entry = catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
+                                 name=f"{cfg.pair.name}-id")
+        if not entry.num_classes:
+            raise BackboneError(f"backbone.params.num_classes is null and the ID dataset "
+                                f"{entry.name!r} ({entry.origin}) declares no num_classes: set "
+                                "one of them")
+        spec = replace(spec, params={**spec.params, "num_classes": int(entry.num_classes)})
+    return spec
+
+
+def backbone_input(cfg: DictConfig) -> dict:
+    """``backbone.input``, with size and normalisation taken from the pretrained weights'
+    own metadata when the backbone has weights (unless ``input.from_weights: false``)."""
     bb = cfg.backbone
-    return data_mod.InputTransform(bb.input.size, bb.input.channels, tuple(bb.input.mean),
-                                   tuple(bb.input.std))
+    values = {k: bb.input[k] for k in ("size", "channels", "mean", "std")}
+    if bb.input.get("from_weights", True):
+        try:
+            meta = weights_input(backbone_spec(cfg))
+        except ModelSourceError as exc:
+            raise BackboneError(str(exc)) from exc
+        if meta is not None:
+            values.update({k: meta[k] for k in ("size", "mean", "std")})
+    return values
+
+
+def input_transform(cfg: DictConfig) -> data_mod.InputTransform:
+    values = backbone_input(cfg)
+    return data_mod.InputTransform(int(values["size"]), int(values["channels"]),
+                                   tuple(values["mean"]), tuple(values["std"]))
 
 
 def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
@@ -229,10 +264,8 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     bb = cfg.backbone
     transform = input_transform(cfg)
     t_data = time.perf_counter() - t0
-    backbone = get_backbone(
-        bb.arch, OmegaConf.to_container(bb.params), Recipe(**bb.recipe), sets["train"],
-        transform, cache_root(cfg), device, bb.checkpoint,
-    )
+    backbone = get_backbone(backbone_spec(cfg), {}, Recipe(**bb.recipe), sets["train"],
+                            transform, cache_root(cfg), device, bb.checkpoint)
     t_backbone = time.perf_counter() - t0 - t_data
     reps: dict[str, Representations] = {}
     hits: dict[str, bool] = {}

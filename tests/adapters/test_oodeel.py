@@ -70,7 +70,7 @@ def raw_oodeel_scores(world, case: Case) -> np.ndarray:
     if "aggregator" in case.params:
         args["aggregator"] = getattr(oodeel.aggregator, AGGREGATORS[case.params["aggregator"]])()
     det = getattr(oodeel.methods, spec.cls)(**args)
-    model = copy.deepcopy(world.model).eval()
+    model = copy.deepcopy(world.model.model).eval()  # the LeNet a user hands Oodeel
     x, y = world.tensors["fit"]
     det.fit(model, DataLoader(TensorDataset(x, y), batch_size=RAW_BATCH),
             feature_layers_id=list(case.layers), head_layer_id="fc")
@@ -117,7 +117,7 @@ def test_oodeel_hooks_the_model_it_is_given_and_the_shared_model_stays_clean(wor
     """Measured quirk: Oodeel leaves forward hooks on the model after fit + score."""
     import oodeel.methods
 
-    model = copy.deepcopy(world.model).eval()
+    model = copy.deepcopy(world.model.model).eval()  # the LeNet a user hands Oodeel
     x, y = world.tensors["fit"]
     det = oodeel.methods.Mahalanobis(eps=0.0)
     det.fit(model, DataLoader(TensorDataset(x, y), batch_size=RAW_BATCH),

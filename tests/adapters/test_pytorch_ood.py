@@ -63,7 +63,9 @@ def run_adapter(world, runs: dict, name: str) -> SimpleNamespace:
 
 
 def _reference(name: str, m: nn.Module) -> tuple[object, dict]:
-    """pytorch-ood instance built the documented end-to-end way on model ``m``."""
+    """pytorch-ood instance built the documented end-to-end way on model ``m`` (the harness
+    network; ``raw`` is the LeNet inside it, the module a user hands pytorch-ood)."""
+    raw = m.model
     feats = m.forward_features
 
     def pooled(x):
@@ -102,19 +104,20 @@ def _reference(name: str, m: nn.Module) -> tuple[object, dict]:
         "RankFeat": lambda: pod.RankFeat(m.forward_feature_maps, m.forward_from_feature_maps),
         # conv layers only: pytorch-ood's predict(x) takes spatial means of 4-D outputs
         "MultiMahalanobis": lambda: pod.MultiMahalanobis(
-            [m.conv1, nn.Sequential(m.pool1, m.conv2)]
+            [raw.conv1, nn.Sequential(raw.pool1, raw.conv2)]
         ),
         "Gram": lambda: pod.Gram(
             m.fc,
-            [m.conv1, nn.Sequential(m.pool1, m.conv2), nn.Sequential(m.pool2, m.fc1)],
+            [raw.conv1, nn.Sequential(raw.pool1, raw.conv2), nn.Sequential(raw.pool2, raw.fc1)],
             num_classes=10,
             num_poles_list=[1, 2, 3],
         ),
         "MahalanobisODIN": lambda: pod.MahalanobisODIN(feats, eps=0.002, norm_std=[STD]),
         "ODIN": lambda: pod.ODIN(m, eps=0.0014, temperature=1000.0, norm_std=[STD]),
-        "GradNorm": lambda: pod.GradNorm(m, param_filter=fc_only),
-        "GradUncertainty": lambda: pod.GradUncertainty(m, param_filter=fc_only),
-        "NACUE": lambda: pod.NACUE(m, [m.conv1, m.conv2, m.fc1], 50, 100.0, 50, device="cpu"),
+        "GradNorm": lambda: pod.GradNorm(raw, param_filter=fc_only),
+        "GradUncertainty": lambda: pod.GradUncertainty(raw, param_filter=fc_only),
+        "NACUE": lambda: pod.NACUE(raw, [raw.conv1, raw.conv2, raw.fc1], 50, 100.0, 50,
+                                   device="cpu"),
         "MCD": lambda: pod.MCD(m, samples=8, mode="var", batch_norm=True),
     }
     adapter_params = {"MultiMahalanobis": {"layers": ["conv1", "conv2"]}}
@@ -305,7 +308,7 @@ def test_clear_errors(world):
     with pytest.raises(DetectorError, match="unknown pytorch-ood detector"):
         adapter.build("NoSuchDetector", {})
     no_dropout = Network(copy.deepcopy(world.model), torch.device("cpu"), 10, BATCH)
-    no_dropout.model.fc1 = no_dropout.model.fc1[:-1]
+    no_dropout.model.model.fc1 = no_dropout.model.model.fc1[:-1]
     with pytest.raises(DetectorError, match="MCD needs dropout layers"):
         adapter.build("MCD", {}).fit(world.fit, no_dropout)
     no_maps = world.fit.subset(np.arange(len(world.fit)))

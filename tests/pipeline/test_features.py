@@ -25,7 +25,8 @@ def test_extract_matches_model_and_hooks(root, tmp_path) -> None:
     with torch.no_grad():
         x = T(subset.images)
         assert np.allclose(reps.logits, model(x).numpy(), atol=1e-5)
-        assert np.allclose(reps.features, model.forward_features(x).numpy(), atol=1e-5)
+        penultimate = model.fc1(model.pool2(model.conv2(model.pool1(model.conv1(x)))))
+        assert np.allclose(reps.features, penultimate.numpy(), atol=1e-5)
         conv1 = model.conv1(x)
     assert np.allclose(reps.layer_stats["conv1"]["max"], conv1.amax((2, 3)).numpy(), atol=1e-5)
     assert np.allclose(reps.layer_stats["conv1"]["mean"], conv1.mean((2, 3)).numpy(), atol=1e-5)

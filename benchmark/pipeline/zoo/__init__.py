@@ -1,11 +1,9 @@
-"""Model zoo: architectures that follow the harness network contract.
+"""Model zoo: the small classifiers the harness trains itself.
 
-Contract (also what OpenOOD and pytorch-ood adapters rely on):
-``forward(x) -> logits``; ``forward_features(x) -> B x D`` penultimate features;
-``forward_head(features) -> logits``; ``forward_feature_maps(x) -> B x C x H x W`` (last
-convolutional block); ``forward_from_feature_maps(maps) -> logits``; ``fc`` the final
-``nn.Linear``; ``monitored_layers() -> {name: module}`` whose outputs the in-house detector
-summarises per channel.
+They are ordinary ``nn.Module`` classifiers: :func:`benchmark.pipeline.wrapper.wrap` finds
+their features, feature maps and head as it does for any model (each is a chain of its
+top-level children). ``monitored_layers()`` is their one hint: the layers whose per-channel
+statistics the in-house detector reads (every residual block, not only the stages).
 """
 
 from benchmark.pipeline.zoo.lenet import LeNet

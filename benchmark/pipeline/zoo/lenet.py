@@ -23,20 +23,8 @@ class LeNet(nn.Module):
         self.fc = nn.Linear(128, num_classes)
         self.num_classes = num_classes
 
-    def forward_feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool2(self.conv2(self.pool1(self.conv1(x))))
-
-    def forward_from_feature_maps(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.fc1(maps))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc1(self.forward_feature_maps(x))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.fc(self.fc1(self.pool2(self.conv2(self.pool1(self.conv1(x))))))
 
     def monitored_layers(self) -> dict[str, nn.Module]:
         return {"conv1": self.conv1, "conv2": self.conv2, "fc1": self.fc1}
