@@ -88,7 +88,7 @@ class Representations:
 class Network:
     """The live classifier, for detectors that need weights or extra forward passes.
 
-    ``model`` follows the zoo contract (see ``benchmark.pipeline.zoo``): ``forward(x) -> logits``,
+    ``model`` is a wrapped classifier (``benchmark.pipeline.wrapper``): ``forward(x) -> logits``,
     ``forward_features(x) -> B x D`` penultimate, ``forward_head(f) -> logits``,
     ``forward_feature_maps(x) -> B x C x H x W``, ``forward_from_feature_maps(m) -> logits``,
     ``fc`` (the final ``nn.Linear``) and ``monitored_layers() -> {name: module}``.

@@ -305,6 +305,21 @@ CASES = [
          ("{tmp}/model.pt", "missing keys: conv1.0.weight", "unexpected keys: stem.conv.weight")),
     Case("3-channel checkpoint for a 1-channel pair", _checkpoint(_three_channels),
          ("{tmp}/model.pt", "3-channel input", "backbone.params.in_channels")),
+    Case("custom backbone without a class", lambda tmp: ["backbone=custom"],
+         ("backbone=custom needs backbone.model._target_",)),
+    Case("custom backbone class not importable",
+         lambda tmp: ["backbone=custom", "backbone.model._target_=no_such_pkg.Net"],
+         ("'no_such_pkg.Net' cannot be imported", "PYTHONPATH")),
+    Case("torchvision architecture that does not exist",
+         lambda tmp: ["backbone=torchvision", "backbone.arch=resnet7"],
+         ("torchvision has no model 'resnet7'",)),
+    Case("pretrained weights not on the machine",
+         lambda tmp: ["backbone=torchvision", "backbone.arch=resnet50",
+                      "backbone.weights=IMAGENET1K_V1"],
+         ("resnet50-0676ba61.pth", "backbone.download=true")),
+    Case("a model that cannot take the input",
+         lambda tmp: ["backbone=torchvision", "backbone.arch=vit_b_16"],
+         ("VisionTransformer cannot run on a (3, 32, 32) input", "backbone.input.size")),
 ]
 
 

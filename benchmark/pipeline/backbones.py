@@ -360,6 +360,7 @@ def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
         return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
     log.info("training %s on %s (%d images); checkpoint will be cached at %s",
              arch, train_data.name, len(train_data), path)
+    wrapped(model, spec, transform)  # a model that cannot run on this input fails now, clearly
     t0 = time.perf_counter()
     state_path = folder / f"{stem}-{key}.partial"
     model = train(model, train_data, transform, recipe, device, state_path)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmark.atomic import load_npz, save_npz
 from benchmark.pipeline.data import ImageSet, InputTransform, batches
-from benchmark.pipeline.wrapper import wrap
+from benchmark.pipeline.wrapper import ClassifierNetwork, wrap
 from benchmark.representations import Representations
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def extract(
 ) -> tuple[Representations, bool]:
     """Representations of ``data`` and whether they came from the cache. Feature maps are
     extracted only when asked for and the model has them (else ``feature_maps`` stays None)."""
-    model = wrap(model, (transform.channels, transform.size, transform.size))
+    if not isinstance(model, ClassifierNetwork):
+        model = wrap(model, (transform.channels, transform.size, transform.size))
     named = model.layers_from_hint
     key = representation_key(checkpoint_sha, data, transform,
                              None if named else model.describe())

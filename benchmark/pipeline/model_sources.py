@@ -11,7 +11,6 @@ to put it.
 from __future__ import annotations
 
 import importlib
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,33 +178,28 @@ def _timm_module():
 
 def _timm(spec: ModelSpec) -> nn.Module:
     timm = _timm_module()
-    if not timm.list_models(spec.arch) and spec.arch not in timm.list_models(pretrained=True):
+    if not timm.is_model(spec.arch):  # an architecture name, with or without a weights tag
         raise ModelSourceError(f"timm has no model {spec.arch!r} (timm.list_models('*name*'))")
     if not spec.weights:
         return timm.create_model(spec.arch, pretrained=False, **spec.params)
-    offline = not spec.download
-    before = os.environ.get("HF_HUB_OFFLINE")
+    from huggingface_hub import constants as hub
+
+    offline, before = not spec.download, hub.HF_HUB_OFFLINE
     if offline:  # never wait on a network that is not there: the hub answers from its cache
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub.HF_HUB_OFFLINE = True  # read per request (the env var only at import)
     timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)  # weights timm fetches by URL, not through the hub
     try:
         return timm.create_model(spec.arch, pretrained=True, **spec.params)
     except Exception as exc:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
         raise ModelSourceError(
             f"timm's pretrained weights for {spec.arch!r} are not available "
             f"({type(exc).__name__}: {str(exc)[:160]}): run once with backbone.download=true "
-            f"on a machine with internet (they land in the Hugging Face cache {HF_HUB_CACHE}), "
-            "or give backbone.checkpoint=<a state dict>") from exc
+            f"on a machine with internet (they land in the Hugging Face cache "
+            f"{hub.HF_HUB_CACHE}), or give backbone.checkpoint=<a state dict>") from exc
     finally:
         socket.setdefaulttimeout(timeout)
-        if offline:
-            if before is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = before
+        hub.HF_HUB_OFFLINE = before
 
 
 def timm_input(arch: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ them in any ``nn.Module`` by running it once on a dummy batch:
   with a 4-D output when the model is a chain of its top-level children (LeNet, ResNets,
   VGG, MobileNet, timm's ResNets and ConvNeXts), else the input of a global pooling module.
   ``forward_from_feature_maps`` exists when the rest is computable from the maps alone: the
-  chain's tail, or global pool + ``head`` when pooled maps are exactly the features.
+  chain's tail, or global pool + ``head`` when pooled maps are exactly the features (checked
+  on the probe batch: name ``feature_maps`` only where that holds for every input).
 * **monitored layers**: ``monitored=[names or patterns]`` (``layer*.*``: one ``*`` per
   name segment), else the model's own ``monitored_layers()`` if it has one (the zoo), else
   its stages: the top-level containers, descending while there is a single one. Token
@@ -42,9 +43,11 @@ class NetworkContractError(RuntimeError):
 class _Tap(nn.Identity):
     """A channel-first view of a token layer's output: hooks on the tap see ``B x D x T``."""
 
-    def observe(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+    def observe(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+        """The block's output, routed through the tap (so gradients reach what hooks see)."""
         out = output[0] if isinstance(output, tuple) else output
-        self(out.transpose(1, 2))
+        routed = self(out.transpose(1, 2)).transpose(1, 2)
+        return (routed, *output[1:]) if isinstance(output, tuple) else routed
 
 
 def _tensor(out: Any) -> torch.Tensor | None:
@@ -64,6 +67,12 @@ def _trace(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[
     try:
         with torch.no_grad():
             out = model(x)
+    except Exception as exc:  # wrong input size / channels, above all: a message, not a trace
+        why = (str(exc).splitlines() or [""])[0][:200]
+        raise NetworkContractError(
+            f"{type(model).__name__} cannot run on a {tuple(x.shape[1:])} input "
+            f"({type(exc).__name__}: {why}); set backbone.input.size / channels to what it "
+            "expects") from exc
     finally:
         for h in hooks:
             h.remove()
@@ -99,10 +108,11 @@ class ClassifierNetwork(nn.Module):
             probe = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
             param = next(model.parameters(), None)
             probe = probe.to(param.device if param is not None else "cpu")
-            logits, calls = _trace(model, probe)
-            self._find_head(model, calls, logits, head)
-            self._find_maps(model, calls, logits, probe, feature_maps)
-            self._find_monitored(model, calls, monitored)
+            with torch.no_grad():
+                logits, calls = _trace(model, probe)
+                self._find_head(model, calls, logits, head)
+                self._find_maps(model, calls, logits, probe, feature_maps)
+                self._find_monitored(model, calls, monitored)
         finally:
             model.train(was_training)
         self.num_classes = int(logits.shape[1])
@@ -302,7 +312,8 @@ class ClassifierNetwork(nn.Module):
         """What was found (recorded in manifests; layers key the cached representations)."""
         return {"model": type(self.model).__name__, "head": self.head_name,
                 "feature_dim": self.fc.in_features, "num_classes": self.num_classes,
-                "feature_maps": self.maps_name,
+                "feature_maps": (f"{self.maps_name} (its input)" if self._maps_from_input
+                                 else self.maps_name),
                 "maps_to_logits": ("chain" if self._tail is not None else self._pool),
                 "monitored_layers": list(self._layers)}
 

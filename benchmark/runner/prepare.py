@@ -224,6 +224,8 @@ def backbone_spec(cfg: DictConfig) -> ModelSpec:
         spec = ModelSpec.from_config(cfg.backbone)
     except ModelSourceError as exc:
         raise BackboneError(str(exc)) from exc
+    if "num_classes" in spec.params and spec.params["num_classes"] is None and spec.weights:
+        spec = replace(spec, params={k: v for k, v in spec.params.items() if k != "num_classes"})
     if "num_classes" in spec.params and spec.params["num_classes"] is None:
         entry = catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
                                  name=f"{cfg.pair.name}-id")
@@ -266,6 +268,7 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     t_data = time.perf_counter() - t0
     backbone = get_backbone(backbone_spec(cfg), {}, Recipe(**bb.recipe), sets["train"],
                             transform, cache_root(cfg), device, bb.checkpoint)
+    _check_classes(cfg, backbone, sets["train"])
     t_backbone = time.perf_counter() - t0 - t_data
     reps: dict[str, Representations] = {}
     hits: dict[str, bool] = {}
@@ -281,6 +284,19 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
     timings = {"data_seconds": t_data, "backbone_seconds": t_backbone,
                "extraction_seconds": time.perf_counter() - t1}
     return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped)
+
+
+def _check_classes(cfg: DictConfig, backbone: Backbone, train: data_mod.ImageSet) -> None:
+    """The classifier's head and the ID dataset agree on the number of classes."""
+    entry = catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
+                             name=f"{cfg.pair.name}-id")
+    classes = entry.num_classes or int(train.labels.max()) + 1
+    if backbone.model.num_classes != classes:
+        raise BackboneError(
+            f"backbone {cfg.backbone.name} predicts {backbone.model.num_classes} classes, the ID "
+            f"dataset {entry.name!r} has {classes}: pretrained weights belong with the dataset "
+            "they were trained on (e.g. ImageNet weights with pair=imagenet); for this pair, "
+            "train one (backbone.weights=null) or bring a checkpoint with this many classes")
 
 
 def input_batches(images: data_mod.ImageSet, transform: data_mod.InputTransform,

@@ -391,10 +391,11 @@ def test_extractor_matches_manual_reductions(mnist_stats):
     x = torch.randn(5, 1, 28, 28)
     stats, logits = extract_layer_stats(net, net.monitored_layers(), [x], return_logits=True)
     assert set(extract_layer_stats(net, net.monitored_layers(), [x])) == {"conv1", "conv2", "fc1"}
+    lenet = net.model  # the LeNet inside the harness network
     with torch.no_grad():
-        a1 = net.conv1(x)
-        a2 = net.conv2(net.pool1(a1))
-        f = net.fc1(net.pool2(a2))
+        a1 = lenet.conv1(x)
+        a2 = lenet.conv2(lenet.pool1(a1))
+        f = lenet.fc1(lenet.pool2(a2))
         np.testing.assert_allclose(logits, net(x).numpy(), rtol=1e-5)
     np.testing.assert_allclose(stats["conv1"]["max"], spatial_max(a1).numpy(), rtol=1e-6)
     np.testing.assert_allclose(stats["conv2"]["mean"], spatial_mean(a2).numpy(), rtol=1e-6)

@@ -41,3 +41,14 @@ def tiny_vit(num_classes: int = 10) -> nn.Module:
 
     return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                              hidden_dim=32, mlp_dim=64, num_classes=num_classes)
+
+
+class NormedHead(TinyCNN):
+    """A norm between the global pool and the classifier (ConvNeXt-style heads)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__(num_classes=num_classes, width=width)
+        self.norm = nn.LayerNorm(4 * width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.norm(torch.flatten(self.pool(self.body(x)), 1)))
