@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the models
 
-from adapters import registry
-from adapters.checks import check_fit_then_score
-from benchmark.atomic import atomic_path
-from benchmark.pipeline.model_sources import ModelSpec
-from benchmark.render import markdown_table
-from tests.adapters.test_architectures import ARCHS, CHEAPER, build_archs
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from adapters import registry  # noqa: E402
+from adapters.checks import check_fit_then_score  # noqa: E402
+from benchmark.atomic import atomic_path  # noqa: E402
+from benchmark.pipeline.model_sources import ModelSpec  # noqa: E402
+from benchmark.render import markdown_table  # noqa: E402
+from tests.adapters.test_architectures import ARCHS, CHEAPER, build_archs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python scripts/architecture_coverage.py"

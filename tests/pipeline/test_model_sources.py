@@ -8,6 +8,7 @@ import torchvision
 
 from benchmark.pipeline import model_sources
 from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec, build
+from tests.conftest import unavailable
 from tests.models import TinyCNN
 from tests.pipeline.test_downloads import server  # noqa: F401 - the loopback file server
 
@@ -77,7 +78,10 @@ def test_custom_class_by_target_and_its_errors() -> None:
 
 
 def test_timm_models_build_and_offline_weights_are_a_message(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("timm", reason="timm is an extra: pip install -e '.[timm]'")
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        unavailable("timm", "timm is an extra: pip install -e '.[timm]'")
     model = build(ModelSpec(arch="resnet10t", params={"num_classes": 5}, source="timm"))
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
