@@ -86,13 +86,6 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
-def _state_sha256(model: nn.Module) -> str:
-    """sha256 of a model's weights as ``torch.save`` writes them through memory."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
-
-
 def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform
               ) -> str:
     ident = {
@@ -106,14 +99,18 @@ def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _atomic_save(obj: Any, path: Path) -> str:
+def _saved_bytes(obj: Any) -> bytes:
     """``torch.save`` through memory, so the bytes (and the sha256 every cache key and manifest
     uses) depend on the weights only: saved to a path, the archive's inner folder is named
-    after the file, and the same weights under another cache key hashed differently. Returns
-    the sha256 of the bytes written."""
+    after the file, and the same weights under another cache key hashed differently."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def _atomic_save(obj: Any, path: Path) -> str:
+    """``obj`` saved atomically (bytes of :func:`_saved_bytes`); returns their sha256."""
+    data = _saved_bytes(obj)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
@@ -350,7 +347,8 @@ def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
         return Backbone(model.to(device), arch, path, file_sha256(path), False, 0.0)
     if spec.weights:  # pretrained: the library's own file is the checkpoint
         return Backbone(model.to(device).eval(), arch, Path(f"<{spec.source} {spec.weights}>"),
-                        _state_sha256(model), False, 0.0)
+                        hashlib.sha256(_saved_bytes(model.state_dict())).hexdigest(), False,
+                        0.0)
     key = cache_key(arch, params, recipe, train_data, transform)
     folder = cache_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 Results are cached on disk under a content key (checkpoint sha256 + data hash + transform +
 extraction settings), written atomically with a checksum, and reused by every detector and run.
-Feature maps are large, so they are stored in a separate file and only extracted on request.
+Feature maps are large, so they are stored in a separate file and only extracted on request
+(from the same forward pass as everything else).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def representation_key(checkpoint_sha: str, data: ImageSet, transform: InputTran
 
 
 @torch.no_grad()
-def _forward(model: nn.Module, data: ImageSet, transform: InputTransform, device: torch.device,
-             batch_size: int, with_maps: bool, desc: str) -> dict[str, np.ndarray]:
+def _forward(model: ClassifierNetwork, data: ImageSet, transform: InputTransform,
+             device: torch.device, batch_size: int, with_maps: bool, desc: str
+             ) -> dict[str, np.ndarray]:
     captured: dict[str, torch.Tensor] = {}
     hooks = [
         module.register_forward_hook(
@@ -64,9 +66,9 @@ def _forward(model: nn.Module, data: ImageSet, transform: InputTransform, device
         for x, _ in tqdm(batches(data, transform, batch_size), total=n_batches, desc=desc,
                          leave=False, mininterval=2):
             x = x.to(device)
-            if with_maps:  # an extra pass through the conv trunk only when maps are wanted
-                keep("feature_maps", model.forward_feature_maps(x))
-            feats = model.forward_features(x)
+            _, feats, maps = model.forward_all(x, with_maps=with_maps)  # one pass, all of it
+            if with_maps:
+                keep("feature_maps", maps)
             keep("logits", model.forward_head(feats))
             keep("features", feats)
             for name, act in captured.items():

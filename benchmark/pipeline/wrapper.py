@@ -139,6 +139,7 @@ class ClassifierNetwork(nn.Module):
                 self.head_name = call_name
                 # not registered as a child: the weights stay under ``model.`` only
                 object.__setattr__(self, "_head", modules[call_name])
+                self._probe_features = inp
                 return
         raise NetworkContractError(
             f"no nn.Linear of {type(model).__name__} produces its output (the logits); name the "
@@ -199,10 +200,10 @@ class ClassifierNetwork(nn.Module):
             names = [n for n, _ in chain]
             self._tail = names[names.index(self.maps_name) + 1:]
             return
-        maps = self._capture_maps(probe)
-        features = self._capture_features(probe)
+        traced = next(c for c in reversed(calls) if c[0] == self.maps_name)
+        maps = traced[1] if self._maps_from_input else traced[2]
         for kind in ("avg", "max"):
-            if _same(_global_pool(maps, kind), features):
+            if _same(_global_pool(maps, kind), self._probe_features):
                 self._pool = kind
                 return
         self.maps_why = (f"the layers between the feature maps {self.maps_name!r} and the "
@@ -249,39 +250,36 @@ class ClassifierNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _capture(self, module: nn.Module, x: torch.Tensor, want_input: bool) -> torch.Tensor:
-        box: list[torch.Tensor] = []
-        hook = module.register_forward_hook(
-            lambda _m, inp, out: box.append(_tensor(inp) if want_input else _tensor(out)))
+    def forward_all(self, x: torch.Tensor, with_maps: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, penultimate features and (``with_maps``) the feature maps, all from one
+        forward pass (hooks on the head and the maps layer)."""
+        box: dict[str, torch.Tensor] = {}
+        hooks = [self.fc.register_forward_hook(
+            lambda _m, inp, _out: box.__setitem__("features", _tensor(inp)))]
+        if with_maps:
+            if self.maps_name is None:
+                raise NetworkContractError(f"feature maps are not available: {self.maps_why}")
+            hooks.append(self.model.get_submodule(self.maps_name).register_forward_hook(
+                lambda _m, inp, out: box.__setitem__(
+                    "maps", _tensor(inp) if self._maps_from_input else _tensor(out))))
         try:
-            self.model(x)
+            logits = self.model(x)
         finally:
-            hook.remove()
-        return box[-1]
-
-    def _capture_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._capture(self.fc, x, want_input=True)
-
-    def _capture_maps(self, x: torch.Tensor) -> torch.Tensor:
-        module = self.model.get_submodule(self.maps_name)
-        return self._capture(module, x, want_input=self._maps_from_input)
+            for h in hooks:
+                h.remove()
+        return logits, box["features"], box.get("maps")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features: the input of the classifier layer."""
-        return self._capture_features(x)
+        return self.forward_all(x)[1]
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)
 
     def forward_feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        if self.maps_name is None:
-            raise NetworkContractError(f"feature maps are not available: {self.maps_why}")
-        if self._tail is not None:  # a chain: run the children up to the maps only
-            for name, child in self.model.named_children():
-                x = child(x)
-                if name == self.maps_name:
-                    return x
-        return self._capture_maps(x)
+        """The feature maps as the model's own forward pass leaves them."""
+        return self.forward_all(x, with_maps=True)[2]
 
     def forward_from_feature_maps(self, maps: torch.Tensor) -> torch.Tensor:
         if self._tail is not None:

@@ -135,7 +135,7 @@ def load_sets(
                 "batch_size"):
         _size(d, key)
     minimum = int(d.get("min_set_size", 1) or 1)
-    id_entry = catalog.as_entry(_plain(pair.id.dataset), dirs, name=f"{pair.name}-id")
+    id_entry = id_dataset_entry(cfg)
     id_train = data_mod.load(id_entry, pair.id.train_split, **kw)
     id_test = data_mod.load(id_entry, pair.id.test_split, **kw)
     num_classes = id_entry.num_classes or int((cfg.backbone.get("params") or {}).get(
@@ -212,6 +212,12 @@ def _check_ood_spec(pair: str, name: str, spec) -> None:
             + f" (valid: {', '.join(OOD_KEYS)}; dataset and group are required)")
 
 
+def id_dataset_entry(cfg: DictConfig) -> catalog.DatasetEntry:
+    """The pair's ID dataset entry (``configs/dataset/``, the user's folders, or inline)."""
+    return catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
+                            name=f"{cfg.pair.name}-id")
+
+
 def _plain(value):
     """A config value as plain Python (inline dataset entries come as DictConfig)."""
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
@@ -227,8 +233,7 @@ def backbone_spec(cfg: DictConfig) -> ModelSpec:
     if "num_classes" in spec.params and spec.params["num_classes"] is None and spec.weights:
         spec = replace(spec, params={k: v for k, v in spec.params.items() if k != "num_classes"})
     if "num_classes" in spec.params and spec.params["num_classes"] is None:
-        entry = catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
-                                 name=f"{cfg.pair.name}-id")
+        entry = id_dataset_entry(cfg)
         if not entry.num_classes:
             raise BackboneError(f"backbone.params.num_classes is null and the ID dataset "
                                 f"{entry.name!r} ({entry.origin}) declares no num_classes: set "
@@ -288,8 +293,7 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
 
 def _check_classes(cfg: DictConfig, backbone: Backbone, train: data_mod.ImageSet) -> None:
     """The classifier's head and the ID dataset agree on the number of classes."""
-    entry = catalog.as_entry(_plain(cfg.pair.id.dataset), tuple(runtime_dirs()),
-                             name=f"{cfg.pair.name}-id")
+    entry = id_dataset_entry(cfg)
     classes = entry.num_classes or int(train.labels.max()) + 1
     if backbone.model.num_classes != classes:
         raise BackboneError(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.paths import display_path
 from benchmark.render import CONVENTION, markdown_table
 
 INTERVAL_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95tpr")
@@ -61,10 +62,11 @@ def markdown(frame: pd.DataFrame, title: str, skipped: dict[str, str] | None = N
     if len(failed):
         lines += ["", "## Failures", ""]
         for (_, det), grp in failed.groupby(["library", "detector"]):
-            lines.append(f"- **{det}** ({', '.join(grp.ood_dataset)}): {grp.error.iloc[0]}")
-    if skipped:
+            lines.append(f"- **{det}** ({', '.join(grp.ood_dataset)}): "
+                         f"{display_path(grp.error.iloc[0])}")
+    if skipped:  # the reasons name data roots: written portably (run folders get committed)
         lines += ["", "## OOD sets skipped", ""]
-        lines += [f"- **{name}**: {reason}" for name, reason in skipped.items()]
+        lines += [f"- **{name}**: {display_path(reason)}" for name, reason in skipped.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from adapters import registry
-from adapters.base import DetectorError
+from adapters.base import Consumes, DetectorError
 from adapters.checks import ContractData, check_fit_then_score
 from benchmark.pipeline import data as data_mod
 from benchmark.pipeline.backbones import Recipe, get_backbone
@@ -162,6 +162,12 @@ def _reads_maps(exc: BaseException) -> bool:
 def test_every_detector_on_a_vit_runs_or_names_the_missing_maps(library, name, archs) -> None:
     vit = archs["vit"]
     assert set(vit.network.missing()) == {"feature_maps"}
+    make = _make(library, name)
+    if make().consumes == Consumes.FEATURE_MAPS:  # must refuse, naming what is missing
+        with pytest.raises((NetworkContractError, DetectorError)) as info:
+            check_fit_then_score(make, vit.contract)
+        assert _reads_maps(info.value), str(info.value)
+        return
     try:
         with torch.random.fork_rng():
             torch.manual_seed(0)
