@@ -41,3 +41,19 @@ def test_intervals_in_brackets_after_their_metric() -> None:
     assert rows[0]["aupr_in"] == "0.8100"  # no interval computed for it here
     assert rows[1]["auroc"] == ""
     assert "bootstrap interval" not in markdown(to_frame(ROWS), "t")
+
+
+def test_skip_reasons_and_errors_name_no_machine_path() -> None:
+    """Run folders get committed: data roots in a skip reason or an error are written
+    portably (the repository as ``.``, the folder beside it as ``..``, home as ``~``)."""
+    from pathlib import Path
+
+    from benchmark.paths import REPO
+
+    rows = [dict(ROWS[1], error=f"FileNotFoundError: {REPO}/configs/x.yaml")]
+    reason = (f"not found under {REPO.parent}/shared/data, {Path.home()}/.cache/ood-bench. "
+              f"Entry: {REPO}/configs/dataset/svhn.yaml")
+    text = markdown(to_frame(rows), "t", skipped={"svhn": reason})
+    assert str(REPO) not in text and str(Path.home()) + "/" not in text
+    assert "under ../shared/data, ~/.cache/ood-bench. Entry: ./configs/dataset/svhn.yaml" in text
+    assert "FileNotFoundError: ./configs/x.yaml" in text
