@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 SMALL = [
     "data.train_size=4000", "data.fit_size=2000", "data.calibration_size=1000",
     "data.max_id_test=600", "data.max_ood=400", "backbone.recipe.epochs=1",
@@ -23,7 +25,7 @@ def run_module(module: str, args: list[str], cache: Path | None = None,
     if root is not None:
         full["OOD_BENCH_DATA_ROOT"] = str(root)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=full, timeout=timeout, cwd=Path(__file__).resolve().parents[1])
+                          env=full, timeout=timeout, cwd=REPO)
 
 
 def ood_bench(args: list[str], cache: Path, root: Path | None = None,

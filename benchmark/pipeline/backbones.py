@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark import compute
 from benchmark.atomic import atomic_path, file_digest
+from benchmark.locks import entry_lock
 from benchmark.pipeline import model_sources
 from benchmark.pipeline.data import ImageSet, InputTransform
 from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec
@@ -356,11 +357,20 @@ def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
     path = folder / f"{stem}-{key}.pt"
     if path.exists() and (cached := _cached_checkpoint(model, path)) is not None:
         return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
+    with entry_lock(path, f"the {arch} checkpoint"):  # concurrent jobs train it once
+        if path.exists() and (cached := _cached_checkpoint(model, path)) is not None:
+            return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
+        return _train_and_cache(model, spec, recipe, train_data, transform, device, path)
+
+
+def _train_and_cache(model: nn.Module, spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
+                     transform: InputTransform, device: torch.device, path: Path) -> Backbone:
+    arch, params = spec.key_arch, spec.params
     log.info("training %s on %s (%d images); checkpoint will be cached at %s",
              arch, train_data.name, len(train_data), path)
     wrapped(model, spec, transform)  # a model that cannot run on this input fails now, clearly
     t0 = time.perf_counter()
-    state_path = folder / f"{stem}-{key}.partial"
+    state_path = path.with_suffix(".partial")
     model = train(model, train_data, transform, recipe, device, state_path)
     seconds = time.perf_counter() - t0
     sha = _atomic_save(model.state_dict(), path)

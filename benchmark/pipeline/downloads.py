@@ -22,6 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from benchmark.atomic import atomic_path
+from benchmark.locks import entry_lock
 from benchmark.paths import display_path
 from benchmark.pipeline import checks, readers
 from benchmark.pipeline.catalog import DatasetEntry
@@ -77,6 +78,12 @@ def fetch_url(item: dict[str, Any], folder: Path) -> Path:
     target = folder / str(item.get("to") or _name_from(url))
     if target.is_dir():
         target = target / _name_from(url)
+    with entry_lock(target, f"the download of {url}"):  # concurrent jobs fetch it once
+        _fetch_locked(item, url, target, folder)
+    return target
+
+
+def _fetch_locked(item: dict[str, Any], url: str, target: Path, folder: Path) -> None:
     sums = {k: item[k] for k in ("sha256", "md5") if item.get(k)}
     if target.exists():
         try:
@@ -95,7 +102,6 @@ def fetch_url(item: dict[str, Any], folder: Path) -> Path:
                                 f"{exc}") from None
     if item.get("extract"):
         extract(target, folder / str(item.get("into") or ""))
-    return target
 
 
 def _stream(url: str, dest: Path) -> None:

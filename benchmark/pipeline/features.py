@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.atomic import load_npz, save_npz
+from benchmark.locks import entry_lock
 from benchmark.pipeline.data import ImageSet, InputTransform, batches
 from benchmark.pipeline.wrapper import ClassifierNetwork, wrap
 from benchmark.representations import Representations
@@ -104,19 +105,15 @@ def extract(
     folder.mkdir(parents=True, exist_ok=True)
     core_path = folder / f"{key}.npz"
     maps_path = folder / f"{key}.maps.npz"
-    core = load_npz(core_path)
-    maps = load_npz(maps_path) if with_maps else {}
+    core, maps = _cached(core_path, maps_path, with_maps)
     hit = core is not None and maps is not None
     if not hit:
-        arrays = _forward(model, data, transform, device, batch_size, with_maps,
-                          desc=f"extract {data.name}/{data.split}")
-        fmap = arrays.pop("feature_maps", None)
-        arrays["labels"] = data.labels
-        save_npz(core_path, arrays)
-        core = arrays
-        if with_maps:
-            save_npz(maps_path, {"feature_maps": fmap})
-            maps = {"feature_maps": fmap}
+        with entry_lock(core_path, f"the representations of {data.name}/{data.split}"):
+            core, maps = _cached(core_path, maps_path, with_maps)  # another job's, meanwhile
+            hit = core is not None and maps is not None
+            if not hit:
+                core, maps = _compute(model, data, transform, device, batch_size, with_maps,
+                                      core_path, maps_path)
     stats: dict[str, dict[str, np.ndarray]] = {}
     for name, arr in core.items():
         if name.startswith("stats/"):
@@ -132,3 +129,24 @@ def extract(
         name=f"{data.name}/{data.split}",
     )
     return reps, hit
+
+
+def _cached(core_path: Path, maps_path: Path, with_maps: bool
+            ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
+    return load_npz(core_path), (load_npz(maps_path) if with_maps else {})
+
+
+def _compute(model: ClassifierNetwork, data: ImageSet, transform: InputTransform,
+             device: torch.device, batch_size: int, with_maps: bool, core_path: Path,
+             maps_path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One forward pass over ``data``, written to the cache (core arrays, feature maps apart)."""
+    arrays = _forward(model, data, transform, device, batch_size, with_maps,
+                      desc=f"extract {data.name}/{data.split}")
+    fmap = arrays.pop("feature_maps", None)
+    arrays["labels"] = data.labels
+    save_npz(core_path, arrays)
+    maps: dict[str, np.ndarray] = {}
+    if with_maps:
+        save_npz(maps_path, {"feature_maps": fmap})
+        maps = {"feature_maps": fmap}
+    return arrays, maps
