@@ -77,23 +77,55 @@ def warn_unknown_keys(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
+    from benchmark import jobs
+    from benchmark.runner.resume import job_key
     from benchmark.runner.run import run
     from benchmark.runner.summary import print_summary
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     warn_unknown_keys(cfg)
+    key = job_key(cfg)
+    if cfg.get("resume", True) and jobs.is_complete(out_dir, key):
+        print(f"ood-bench: {out_dir} already holds this job, complete; skipped (resume=false "
+              "runs it again)")
+        return
+    jobs.started(out_dir, key)
     try:
         with user_errors("ood-bench"):
-            frame = run(cfg, out_dir)
+            try:
+                frame = run(cfg, out_dir)
+            except Exception as exc:
+                jobs.finished(out_dir, key, exc)
+                raise
     except KeyboardInterrupt:
         print(f"\nood-bench: interrupted; the detectors that finished are in "
               f"{out_dir / 'metrics.csv'}", file=sys.stderr)
         raise SystemExit(130) from None
+    jobs.finished(out_dir, key)
     print_summary(frame, out_dir)
 
 
+def resume_arguments(argv: list[str]) -> list[str]:
+    """``--resume <sweep dir> [more overrides]`` as the command that made the sweep, into the
+    same folder: its complete jobs are skipped (:mod:`benchmark.runner.jobs`)."""
+    from benchmark.jobs import MULTIRUN_FILE, sweep_overrides
+
+    if len(argv) < 2:
+        fail("ood-bench", "usage: ood-bench --resume <sweep folder> (the folder holding "
+             f"{MULTIRUN_FILE})")
+    folder = Path(argv[1])
+    if not (folder / MULTIRUN_FILE).exists():
+        fail("ood-bench", f"{folder} is not a sweep folder (no {MULTIRUN_FILE}); give the "
+             "folder `ood-bench -m` printed (multirun/<date>/<time>)")
+    task, hydra_args = sweep_overrides(folder)
+    return ["-m", *task, *hydra_args, *argv[2:], f"hydra.sweep.dir={folder.resolve()}"]
+
+
 def main() -> None:
-    """``ood-bench [overrides]``: one run (or a sweep with ``-m``) of the selected detectors."""
+    """``ood-bench [overrides]``: one run (or a sweep with ``-m``) of the selected detectors;
+    ``ood-bench --resume <sweep dir>`` finishes an interrupted sweep."""
+    if sys.argv[1:2] == ["--resume"]:
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
     sys.argv[1:] = expand_patterns(sys.argv[1:])
     problem = check_overrides(sys.argv[1:])
     if problem:

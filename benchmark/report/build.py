@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.jobs import status_lines
 from benchmark.paths import scrub_paths
 from benchmark.render import CONVENTION, markdown_table
 from benchmark.report import ease as ease_part
@@ -180,6 +181,7 @@ def _report_text(coll: Collection, out: Path, tables: dict[str, Any], timing: pd
                  rows: list[dict[str, Any]], commands: list[str],
                  report_command: str | None, tester: significance.Tester) -> str:
     t = _header(coll, libs, commands, report_command)
+    t += status_lines(coll.roots)  # missing, failed or interrupted jobs first
     t += ["## Summary by criterion", "",
           "One row per measure. Performance: 'better' names a library only when its best "
           "detector is significantly above every other library's best (paired DeLong test of "

@@ -36,16 +36,19 @@ def source_hash(library: str) -> str:
     return h.hexdigest()[:16] if files else "unavailable"
 
 
-def score_key(spec: dict[str, Any], rep_keys: dict[str, str], device: str) -> str:
-    library = spec["library"]
+def library_identity(library: str) -> dict[str, str]:
+    """What of a library decides its scores: the installed version and the adapter's source."""
     try:
         version = installed_version(library)
     except Exception:
         version = "unknown"
+    return {"library_version": str(version), "adapter": source_hash(library)}
+
+
+def score_key(spec: dict[str, Any], rep_keys: dict[str, str], device: str) -> str:
     ident = {
         "spec": spec,
-        "library_version": version,
-        "adapter": source_hash(library),
+        **library_identity(spec["library"]),
         "representations": rep_keys,
         "device": device,
         "format": FORMAT,
