@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,33 @@ def expand_patterns(args: list[str]) -> list[str]:
     return out
 
 
+# Hydra launchers: the plugin each needs and the extra that installs it (README, "Sweeps at
+# scale"); slurm and ray_cluster are the presets in configs/hydra/launcher/
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "launchers"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "launchers"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+    "ray_cluster": ("hydra_plugins.hydra_ray_launcher", "ray"),
+}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def launcher_problem(name: str, installed: Callable[[str], bool] = _installed) -> str | None:
+    """What to install for ``hydra/launcher=<name>`` when its plugin is missing, else None."""
+    if name not in LAUNCHER_PLUGINS:
+        return None
+    module, extra = LAUNCHER_PLUGINS[name]
+    if installed(module):
+        return None
+    return (f"error: hydra/launcher={name} needs its Hydra plugin ({module}): "
+            f"pip install -e '.[{extra}]' (README, 'Sweeps at scale')")
+
+
 def check_overrides(args: list[str], prog: str = "ood-bench") -> str | None:
     """A message listing valid options when a group override names one that does not exist."""
     dirs = search_dirs(args)
@@ -135,6 +162,8 @@ def check_overrides(args: list[str], prog: str = "ood-bench") -> str | None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
+        if key == "hydra/launcher" and (problem := launcher_problem(value)):
+            return f"{prog}: {problem}"
         if key not in GROUPS or "(" in value:
             continue
         valid = group_options(key, dirs)

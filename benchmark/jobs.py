@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +69,10 @@ def is_complete(run_dir: Path, key: str) -> bool:
 
 
 def started(run_dir: Path, key: str) -> None:
-    _write(run_dir, {"status": "running", "key": key, "started": _now(), "format": FORMAT})
+    """Record the start of a job, with the machine and process that run it (a launcher's
+    worker: on a cluster, which node)."""
+    _write(run_dir, {"status": "running", "key": key, "started": _now(), "format": FORMAT,
+                     "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def finished(run_dir: Path, key: str, error: BaseException | None = None) -> None:

@@ -1,7 +1,8 @@
 """Shared fixtures: the offline data root (read-only), a per-session cache, the test world
 (one tiny MNIST LeNet for every adapter test) and the optional libraries.
 
-``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``, ``oodeel``, ``examples``)
+``OOD_BENCH_REQUIRE`` (comma-separated: ``data``, ``openood``, ``oodeel``, ``examples``,
+``timm``, ``launchers``)
 turns a skip for want of that resource into a failure; CI sets it, so a missing dataset or
 library install cannot pass silently.
 """
