@@ -151,7 +151,12 @@ def _report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ood-bench-report",
         description="One report comparing the libraries of a sweep, criterion by criterion.")
-    p.add_argument("dirs", nargs="+", type=Path, help="sweep (multirun) or run directories")
+    p.add_argument("dirs", nargs="*", type=Path, help="sweep (multirun) or run directories")
+    p.add_argument("--store", type=Path, metavar="DIR",
+                   help="read the runs from this results store instead of folders")
+    p.add_argument("--where", metavar="SQL",
+                   help="with --store: only rows matching this DuckDB condition, e.g. "
+                   "\"id_dataset = 'cifar10' AND backbone = 'resnet20'\"")
     p.add_argument("--out", type=Path, help="output folder (default results/<sweep name>)")
     p.add_argument("--ease", action="store_true", help="measure ease of use (minutes)")
     p.add_argument("--robustness", action="store_true", help="run the robustness probes")
@@ -176,16 +181,25 @@ def report_main(argv: list[str] | None = None) -> None:
     parser = _report_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.dirs and args.store is None:
+        parser.error("give run or sweep folders, or --store DIR")
+    if args.where and args.store is None:
+        parser.error("--where filters the results store: give --store DIR too")
+    if args.store is not None and args.dirs:
+        parser.error("give run or sweep folders, or --store DIR, not both")
     for d in args.dirs:
         if not d.exists():
             parser.error(f"{d} does not exist")
     from benchmark.report.build import build_report, default_out
-    from benchmark.results import collect
+    from benchmark.results import collect, collect_store
 
+    if args.out is None and not args.dirs:
+        parser.error("with --store, say where the report goes: --out DIR")
     out = args.out or default_out(args.dirs)
     pythons = _parse_pythons(args.python)
     with user_errors("ood-bench-report"):
-        coll = collect(args.dirs)  # no run there: the message comes before anything is written
+        # no run there: the message comes before anything is written
+        coll = collect_store(args.store, args.where) if args.store else collect(args.dirs)
         if args.all or args.ease:
             from benchmark.studies.ease.measure import write_ease
 
@@ -198,7 +212,8 @@ def report_main(argv: list[str] | None = None) -> None:
             write_robustness(coll, out, settings, pythons)
         path = build_report(
             args.dirs, out, commands=args.command,
-            report_command="ood-bench-report " + " ".join(shlex.quote(a) for a in argv))
+            report_command="ood-bench-report " + " ".join(shlex.quote(a) for a in argv),
+            coll=coll)
     print(f"report: {path}")
 
 
@@ -211,18 +226,28 @@ def tables_main(argv: list[str] | None = None) -> None:
     from benchmark.studies.paper_tables import build
 
     args = list(sys.argv[1:] if argv is None else argv)
+    store_dir = None
+    for flag in [a for a in args if a == "--store" or a.startswith("--store=")]:
+        i = args.index(flag)
+        if flag == "--store":
+            if i + 1 >= len(args):
+                fail("ood-bench-tables", "--store wants the results store folder")
+            store_dir = Path(args.pop(i + 1))
+        else:
+            store_dir = Path(flag.split("=", 1)[1])
+        args.pop(i)
     names = [a.split("=", 1)[1] for a in args if a.startswith("table=")]
     extra = [a for a in args if not a.startswith("table=")]
     if not names:
-        fail("ood-bench-tables", "usage: ood-bench-tables table=<name> [hydra overrides]; "
-             "tables: " + ", ".join(group_options("table")))
+        fail("ood-bench-tables", "usage: ood-bench-tables table=<name> [--store DIR] "
+             "[hydra overrides]; tables: " + ", ".join(group_options("table")))
     problem = check_overrides(args, prog="ood-bench-tables")
     if problem:
         print(problem, file=sys.stderr)
         raise SystemExit(2)
     with user_errors("ood-bench-tables"):
         for name in names:
-            print(f"table: {build(name, extra)}")
+            print(f"table: {build(name, extra, store_dir=store_dir)}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,8 @@ class Run:
     metrics: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+    # where the scores come from when not from ``path`` (a run read from the results store)
+    score_loader: Callable[[str], dict[str, np.ndarray]] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -95,6 +97,8 @@ class Run:
         return yaml.safe_load(path.read_text()) if path.exists() else {}
 
     def scores(self, detector: str) -> dict[str, np.ndarray]:
+        if self.score_loader is not None:
+            return self.score_loader(detector)
         return load_scores(self.path, detector)
 
 
@@ -143,6 +147,25 @@ def load_run(path: Path, root: Path | None = None) -> Run:
     return Run(path, rel, metrics, read_manifest(path), overrides)
 
 
+def collect_store(store_dir: Path, where: str | None = None) -> Collection:
+    """The runs of the results store (:mod:`benchmark.store`), optionally ``WHERE <where>``
+    (DuckDB SQL over its columns), as a collection like :func:`collect`'s: reports read them
+    without their run folders (scores come from the store)."""
+    from benchmark import store
+
+    stored = store.query(store_dir, where)
+    if stored.empty:
+        raise store.StoreError(f"no run in the store at {store_dir} matches {where!r}")
+    runs = []
+    for rid, rows in stored.groupby("run_id", sort=False):
+        first = rows.iloc[0]
+        metrics = store.metric_columns(rows).reset_index(drop=True)
+        runs.append(Run(Path(str(first.run_folder)), f"{first.host}:{first.run_folder}",
+                        metrics, json.loads(first.manifest), json.loads(first.overrides),
+                        score_loader=lambda det, rid=rid: store.scores(store_dir, rid, det)))
+    return _collection([], runs)
+
+
 def collect(roots: Path | Sequence[Path]) -> Collection:
     """All runs under ``roots`` (a run dir, a sweep dir, or several) with labelled rows.
 
@@ -163,6 +186,10 @@ def collect(roots: Path | Sequence[Path]) -> Collection:
             if len(roots) > 1:  # keep runs of different roots apart
                 run.rel = f"{root.name}/{run.rel}"
             runs.append(run)
+    return _collection(roots, runs)
+
+
+def _collection(roots: list[Path], runs: list[Run]) -> Collection:
     frames = []
     for run in runs:
         f = run.metrics.copy()
@@ -220,4 +247,7 @@ def sweep_commands(roots: list[Path]) -> list[str]:
                 continue
             args = yaml.safe_load(single.read_text()) or []
             cmds.append("ood-bench " + " ".join(shlex.quote(str(a)) for a in args))
+    if not roots:
+        return ["(runs read from the results store: each run's overrides are in its "
+                "`overrides` column)"]
     return cmds or ["(no Hydra overrides saved under the given folders)"]

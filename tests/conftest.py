@@ -10,11 +10,15 @@ library install cannot pass silently.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# every run a test makes appends to the results store: one per test session, never the
+# repository's outputs/ (tests that read a store set their own)
+os.environ["OOD_BENCH_STORE"] = tempfile.mkdtemp(prefix="ood-bench-test-store-")
 REQUIRED = {r.strip() for r in os.environ.get("OOD_BENCH_REQUIRE", "").split(",") if r.strip()}
 
 

@@ -64,10 +64,11 @@ class Studies:
 
 
 def build_report(roots: list[Path], out: Path, commands: list[str] | None = None,
-                 report_command: str | None = None) -> Path:
-    """Write every part and ``report.md`` into ``out``; returns the report's path."""
+                 report_command: str | None = None, coll: Collection | None = None) -> Path:
+    """Write every part and ``report.md`` into ``out``; returns the report's path. ``coll``:
+    runs already collected (e.g. from the results store) instead of those under ``roots``."""
     out.mkdir(parents=True, exist_ok=True)
-    coll = collect(roots)
+    coll = coll if coll is not None else collect(roots)
     tables = write_sweep_tables(coll, out)
     timing = write_timing(coll, out)
     plots = write_plots(coll, out)

@@ -12,16 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.atomic import file_digest
 from benchmark.jobs import FORMAT
 from benchmark.paths import in_repo
 from benchmark.runner.score_cache import library_identity
 
-# where things are on this machine, not what is computed
-MACHINE_KEYS = (("cache_dir",), ("data", "root"), ("data", "mirrors"), ("data", "download"),
-                ("data", "download_dir"))
+# where things are on this machine (and whether to resume), not what is computed
+MACHINE_KEYS = (("cache_dir",), ("store",), ("resume",), ("data", "root"), ("data", "mirrors"),
+                ("data", "download"), ("data", "download_dir"))
 
 
 def _without(tree: dict[str, Any], path: tuple[str, ...]) -> None:
@@ -51,3 +51,21 @@ def job_key(cfg: DictConfig) -> str:
                           ).hexdigest()[:32]
 
 
+
+
+def setting_key(cfg: DictConfig) -> str:
+    """The job key without the detectors: what runs of other detectors on the same data,
+    backbone and settings share (a paper table joins their rows on it)."""
+    bare = cfg.copy()
+    with open_dict(bare):
+        bare.detectors = {}
+    return job_key(bare)
+
+
+def detector_key(spec: dict[str, Any]) -> str:
+    """One detector's identity: its spec (search space apart) and its library's version and
+    adapter source."""
+    core = {k: v for k, v in spec.items() if k != "search"}
+    ident = {"spec": core, "library": library_identity(str(spec.get("library")))}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:32]

@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from adapters.registry import libraries
-from benchmark import compute
+from benchmark import compute, store
 from benchmark.pipeline.data import DataError
 from benchmark.pipeline.metrics import accuracy, compute_metrics
-from benchmark.results import ID_TEST, OOD_PREFIX, save_scores
+from benchmark.results import ID_TEST, OOD_PREFIX, load_scores, read_manifest, save_scores
 from benchmark.runner import score_cache, tuning
 from benchmark.runner.analyses import Fitted, hook, write_analyses
 from benchmark.runner.evaluate import (
@@ -43,6 +43,7 @@ from benchmark.runner.prepare import (
     private_network,
 )
 from benchmark.runner.prepare import tuning as tuning_on
+from benchmark.runner.resume import detector_key, job_key, setting_key
 from benchmark.runner.tables import write_metric_tables
 from benchmark.stats import bootstrap
 from benchmark.stats.binomial import clopper_pearson
@@ -218,4 +219,22 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     write_manifest(cfg, prep, id_acc, out_dir, extra or None)
     if interrupted:
         raise KeyboardInterrupt
+    if cfg.get("store"):
+        to_store(cfg, specs, frame, out_dir)
     return frame
+
+
+def to_store(cfg: DictConfig, specs: dict[str, dict[str, Any]], frame: pd.DataFrame,
+             out_dir: Path) -> None:
+    """Append the finished run to the results store (:mod:`benchmark.store`)."""
+    import yaml
+
+    det_keys = {det: detector_key(spec) for det, spec in specs.items()}
+    det_keys.update({det + tuning.SUFFIX: key + tuning.SUFFIX for det, key in det_keys.items()})
+    saved = out_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in yaml.safe_load(saved.read_text()) or []] if saved.exists() else []
+    detectors = dict.fromkeys(frame["detector"].astype(str))
+    keys = {"config_key": job_key(cfg), "setting_key": setting_key(cfg),
+            "detector_keys": det_keys}
+    store.append(Path(str(cfg.store)).expanduser(), out_dir, frame, read_manifest(out_dir),
+                 overrides, keys, {det: load_scores(out_dir, det) for det in detectors})

@@ -12,7 +12,9 @@ source or dataset is not available, never inventing a value.
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +140,12 @@ class RunResult:
     seed: int | None = None
     _resampled: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
     _draws: bootstrap.SharedDraws | None = None
+    # a run assembled from the results store: its scores come from there
+    score_loader: Callable[[str], dict[str, np.ndarray]] | None = None
 
     def scores(self, det: str) -> dict[str, np.ndarray]:
+        if self.score_loader is not None:
+            return self.score_loader(det)
         return load_scores(self.out, det)
 
     def resampled(self, det: str, ood: str) -> dict[str, np.ndarray] | None:
@@ -179,12 +185,44 @@ def run_seeds(run_spec: dict[str, Any], spec: dict[str, Any]) -> dict[int | None
     return {int(k): [f"backbone.recipe.seed={k}"] for k in seeds}
 
 
+def from_store(store_dir: Path, cfg: Any, where: str) -> tuple[pd.DataFrame, dict[str, Any],
+                                                             Callable[[str], dict]]:
+    """The rows of every detector of ``cfg`` from the results store, whichever runs (sweeps,
+    machines) made them: matched on the setting and on each detector's own key. Returns the
+    rows, a manifest of one of those runs and a score loader."""
+    from benchmark import store
+    from benchmark.runner.resume import detector_key, setting_key
+
+    specs = OmegaConf.to_container(cfg.detectors, resolve=True)
+    wanted = {det: detector_key(spec) for det, spec in specs.items()}
+    wanted.update({det + TUNED_SUFFIX: key + TUNED_SUFFIX for det, key in wanted.items()})
+    rows = store.find_rows(store_dir, setting_key(cfg), wanted)
+    missing = [det for det, key in wanted.items()
+               if not det.endswith(TUNED_SUFFIX) and key not in set(rows["detector_key"])]
+    if missing:
+        raise TableError(f"{where}: the store at {store_dir} has no run of "
+                         f"{', '.join(missing)} in this setting (same data, backbone and "
+                         "settings; same library versions); run them, e.g. `ood-bench -m "
+                         "detector=...` with the table's overrides, or build the table "
+                         "without --store")
+    by_key = {key: det for det, key in wanted.items()}
+    rows = rows.assign(detector=rows["detector_key"].map(by_key))  # this table's ids
+    run_of = dict(zip(rows["detector"], rows["run_id"], strict=False))
+    manifest = json.loads(rows["manifest"].iloc[0])
+
+    def loader(det: str) -> dict[str, np.ndarray]:
+        return store.scores(store_dir, run_of[det], det) if det in run_of else {}
+
+    return store.metric_columns(rows).reset_index(drop=True), manifest, loader
+
+
 def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[str],
-             out_root: Path, runs_root: Path, left_out: dict[str, dict[int, str]]
-             ) -> dict[str, list[RunResult]]:
-    """Every run of the table (each of its seeds) through the normal runner (caches reused);
-    manifests kept under ``<name>_runs/<run>[/seed_<s>]``. A seed whose checkpoint file does
-    not exist yet is left out, with the reason in ``left_out[run][seed]``."""
+             out_root: Path, runs_root: Path, left_out: dict[str, dict[int, str]],
+             store_dir: Path | None = None) -> dict[str, list[RunResult]]:
+    """Every run of the table (each of its seeds) through the normal runner (caches reused),
+    or read from the results store (``store_dir``); manifests kept under
+    ``<name>_runs/<run>[/seed_<s>]``. A seed whose checkpoint file does not exist yet is left
+    out, with the reason in ``left_out[run][seed]``."""
     from benchmark.runner.run import run
 
     results: dict[str, list[RunResult]] = {}
@@ -199,13 +237,21 @@ def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[st
             cfg = run_config(overrides, options, extra)
             sub = run_name if seed is None else f"{run_name}/seed_{seed}"
             out = runs_root / name / sub
-            print(f"[{name}] run {sub}: {' '.join(overrides + extra)}")
-            frame = run(cfg, out)
+            groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
             keep = out_root / f"{name}_runs" / sub
             keep.mkdir(parents=True, exist_ok=True)
+            if store_dir is not None:
+                print(f"[{name}] run {sub} from the store: {' '.join(overrides + extra)}")
+                frame, manifest, loader = from_store(store_dir, cfg, f"table {name}, run {sub}")
+                frame.to_csv(keep / "metrics.csv", index=False)
+                (keep / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+                results.setdefault(run_name, []).append(
+                    RunResult(frame, manifest, keep, groups, seed, score_loader=loader))
+                continue
+            print(f"[{name}] run {sub}: {' '.join(overrides + extra)}")
+            frame = run(cfg, out)
             for f in ("manifest.json", "metrics.csv", "metrics.md"):
                 (keep / f).write_bytes((out / f).read_bytes())
-            groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
             results.setdefault(run_name, []).append(
                 RunResult(frame, read_manifest(out), out, groups, seed))
         if run_name not in results:
@@ -228,21 +274,22 @@ def missing_checkpoint(overrides: list[str]) -> str | None:
 
 
 def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tables",
-          spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables"
-          ) -> Path:
+          spec: dict[str, Any] | None = None, runs_root: Path = REPO / "outputs" / "tables",
+          store_dir: Path | None = None) -> Path:
+    """Write the table ``name`` (Markdown, CSV, LaTeX) under ``out_root``, its runs made now
+    or, with ``store_dir``, read from the results store."""
     spec = spec or load_table(name)
     left_out: dict[str, dict[int, str]] = {}
     shutil.rmtree(out_root / f"{name}_runs", ignore_errors=True)  # no stale run copies
     if spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
-        runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out)
+        runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
         long = agreement_records(spec, runs)
         markdown = _agreement_markdown(spec, long, runs, extra, left_out)
         wide = _agreement_wide(long)
     else:
         options = list(dict.fromkeys(row_detector(r)[0] for r in spec["detectors"].values()))
-        runs = _run_all(name, spec, options, extra, out_root,
-                        runs_root, left_out)
+        runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
         long = cell_records(spec, runs)
         markdown = _markdown(spec, long, runs, extra, left_out)
         wide = _wide(long, [c["label"] for c in spec["columns"]])
