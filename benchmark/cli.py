@@ -161,6 +161,9 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--ease", action="store_true", help="measure ease of use (minutes)")
     p.add_argument("--robustness", action="store_true", help="run the robustness probes")
     p.add_argument("--all", action="store_true", help="--ease and --robustness")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained page, tables sortable and "
+                   "filterable, plots embedded")
     p.add_argument("--python", action="append", default=[], metavar="LIB=PYTHON",
                    help="interpreter that has LIB installed (ease of use, robustness)")
     p.add_argument("--repeats", type=int, default=3, help="import-time repetitions")
@@ -213,8 +216,10 @@ def report_main(argv: list[str] | None = None) -> None:
         path = build_report(
             args.dirs, out, commands=args.command,
             report_command="ood-bench-report " + " ".join(shlex.quote(a) for a in argv),
-            coll=coll)
+            coll=coll, html=args.html)
     print(f"report: {path}")
+    if args.html:
+        print(f"page:   {path.with_suffix('.html')}")
 
 
 # --------------------------------------------------------------------------- ood-bench-tables

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT_SUFFIXES = frozenset({".md", ".csv", ".tex", ".json", ".txt", ".yaml"})
+TEXT_SUFFIXES = frozenset({".md", ".csv", ".tex", ".json", ".txt", ".yaml", ".html"})
 
 
 def portable(text: str, tmp: bool = True) -> str:

@@ -24,6 +24,7 @@ from benchmark.render import CONVENTION, markdown_table
 from benchmark.report import ease as ease_part
 from benchmark.report import robustness as robustness_part
 from benchmark.report import significance
+from benchmark.report.html import write_html
 from benchmark.report.plots import write_plots
 from benchmark.report.summary import (
     decide_performance,
@@ -64,9 +65,11 @@ class Studies:
 
 
 def build_report(roots: list[Path], out: Path, commands: list[str] | None = None,
-                 report_command: str | None = None, coll: Collection | None = None) -> Path:
-    """Write every part and ``report.md`` into ``out``; returns the report's path. ``coll``:
-    runs already collected (e.g. from the results store) instead of those under ``roots``."""
+                 report_command: str | None = None, coll: Collection | None = None,
+                 html: bool = False) -> Path:
+    """Write every part and ``report.md`` into ``out`` (and ``report.html`` with ``html``);
+    returns the report's path. ``coll``: runs already collected (e.g. from the results
+    store) instead of those under ``roots``."""
     out.mkdir(parents=True, exist_ok=True)
     coll = coll if coll is not None else collect(roots)
     tables = write_sweep_tables(coll, out)
@@ -83,6 +86,10 @@ def build_report(roots: list[Path], out: Path, commands: list[str] | None = None
                         commands or [], report_command, tester)
     path = out / "report.md"
     path.write_text(text)
+    if html:
+        write_html(coll, out, _title(libs), _commands(coll, commands or [], report_command),
+                   _generated(coll), status_lines(coll.roots), summary_table(rows, libs),
+                   timing_markdown(timing), plots)
     scrub_paths(out)
     return path
 
@@ -91,8 +98,12 @@ def _rel(path: Path, out: Path) -> str:
     return os.path.relpath(path, out)
 
 
-def _header(coll: Collection, libs: list[str], commands: list[str],
-            report_command: str | None) -> list[str]:
+def _commands(coll: Collection, commands: list[str], report_command: str | None) -> list[str]:
+    cmds = list(commands) or sweep_commands(coll.roots)  # --command lines replace Hydra's
+    return [*cmds, report_command] if report_command else cmds
+
+
+def _generated(coll: Collection) -> str:
     manifests = [r.manifest for r in coll.runs if r.manifest]
     m0 = manifests[0] if manifests else {}
     versions: dict[str, list[str]] = {}
@@ -101,17 +112,23 @@ def _header(coll: Collection, libs: list[str], commands: list[str],
             if v and str(v) not in versions.setdefault(k, []):
                 versions[k].append(str(v))
     commits = sorted({str(m.get("git_commit")) for m in manifests})
-    cmds = list(commands) or sweep_commands(coll.roots)  # --command lines replace Hydra's
-    if report_command:
-        cmds.append(report_command)
-    return ["# OOD detector libraries compared: " + ", ".join(libs), "",
-            "Commands that produced this report:", "", "```bash", *cmds, "```", "",
-            f"> {CONVENTION}", "",
-            f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(coll.runs)} "
+    return (f"Generated {dt.datetime.now().isoformat(timespec='seconds')}; {len(coll.runs)} "
             f"runs, {coll.rows['label'].nunique()} detectors; device: {m0.get('device', '?')}; "
             f"git {', '.join(commits) or '?'}; versions (a / b = runs in different "
             "environments): " + ", ".join(f"{k} {' / '.join(v)}" for k, v in versions.items())
-            + ".", ""]
+            + ".")
+
+
+def _title(libs: list[str]) -> str:
+    return "OOD detector libraries compared: " + ", ".join(libs)
+
+
+def _header(coll: Collection, libs: list[str], commands: list[str],
+            report_command: str | None) -> list[str]:
+    return [f"# {_title(libs)}", "",
+            "Commands that produced this report:", "", "```bash",
+            *_commands(coll, commands, report_command), "```", "",
+            f"> {CONVENTION}", "", _generated(coll), ""]
 
 
 def _study_sections(out: Path, studies: Studies) -> list[str]:
