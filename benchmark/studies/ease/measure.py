@@ -55,7 +55,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adapters.base import LibraryInfo
-from adapters.registry import adapter_files, available, libraries, library_info, module_path
+from adapters.registry import (
+    adapter_files,
+    available,
+    libraries,
+    library_imports,
+    library_info,
+    module_path,
+)
 from benchmark.paths import REPO, display_path
 from benchmark.studies.ease import CSV_FILE
 from benchmark.studies.ease.probe import MARK
@@ -63,7 +70,6 @@ from benchmark.studies.ease.sources import (
     api_signals,
     code_lines,
     doc_commands,
-    imported_modules,
     ruff_findings,
 )
 
@@ -71,13 +77,6 @@ PROBE_FILE = Path(__file__).with_name("probe.py")
 
 BASE_DISTS = ("torch", "torchvision")
 PREIMPORT = ("torch", "torchvision", "numpy")
-
-
-def library_imports(info: LibraryInfo, files: list[Path]) -> list[str]:
-    """The library modules the adapter imports (what using it through the adapter costs)."""
-    top = info.package
-    mods = sorted(m for m in imported_modules(files) if m == top or m.startswith(top + "."))
-    return mods or [top]
 
 
 def run_probe(python: str, args: dict[str, Any], timeout: float = 600) -> dict[str, Any]:

@@ -41,18 +41,6 @@ def code_lines(source: str) -> int:
     return len(lines - _docstring_lines(ast.parse(source)))
 
 
-def imported_modules(files: list[Path]) -> set[str]:
-    """Every module named in an import statement of ``files`` (absolute imports)."""
-    out: set[str] = set()
-    for f in files:
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Import):
-                out.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                out.add(node.module)
-    return out
-
-
 INSTALL_COMMAND = re.compile(r"^(sudo\s+)?(\S+/)?(pip3?|python3?\s+-m\s+pip|conda|mamba|"
                              r"apt(-get)?|git\s+clone|uv\s+pip)\b")
 
