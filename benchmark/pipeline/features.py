@@ -114,21 +114,33 @@ def extract(
             if not hit:
                 core, maps = _compute(model, data, transform, device, batch_size, with_maps,
                                       core_path, maps_path)
-    stats: dict[str, dict[str, np.ndarray]] = {}
-    for name, arr in core.items():
-        if name.startswith("stats/"):
-            _, layer, red = name.split("/")
-            stats.setdefault(layer, {})[red] = arr
-    reps = Representations(
-        logits=core["logits"],
-        features=core["features"],
-        labels=core["labels"],
-        layer_stats=stats,
-        feature_maps=maps.get("feature_maps") if with_maps else None,
-        key=key,
-        name=f"{data.name}/{data.split}",
-    )
+    reps = _representations(core, maps.get("feature_maps") if with_maps else None, key,
+                            f"{data.name}/{data.split}")
     return reps, hit
+
+
+def forward_pass(model: ClassifierNetwork, data: ImageSet, transform: InputTransform,
+                 device: torch.device, batch_size: int = 512, with_maps: bool = False
+                 ) -> Representations:
+    """One forward pass over ``data``, cached nowhere: what each call of a library's own
+    ``fit(loader)`` / ``predict(x)`` costs (``scripts/bench_sweep.py`` measures it)."""
+    arrays = _forward(model, data, transform, device, batch_size, with_maps,
+                      desc=f"forward {data.name}/{data.split}")
+    fmap = arrays.pop("feature_maps", None)
+    arrays["labels"] = data.labels
+    return _representations(arrays, fmap, "", f"{data.name}/{data.split}")
+
+
+def _representations(core: dict[str, np.ndarray], maps: np.ndarray | None, key: str,
+                     name: str) -> Representations:
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for array_name, arr in core.items():
+        if array_name.startswith("stats/"):
+            _, layer, red = array_name.split("/")
+            stats.setdefault(layer, {})[red] = arr
+    return Representations(logits=core["logits"], features=core["features"],
+                           labels=core["labels"], layer_stats=stats, feature_maps=maps,
+                           key=key, name=name)
 
 
 def _cached(core_path: Path, maps_path: Path, with_maps: bool

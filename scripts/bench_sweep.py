@@ -1,0 +1,247 @@
+"""What a sweep costs beside the limit, in one run per pair (``results/perf/<pair>.{json,md}``).
+
+    OOD_BENCH_DATA_ROOT=../shared/data python scripts/bench_sweep.py [cifar10] [mnist]
+
+For every cache-capable detector of every library (those that do not run the model again):
+
+* (a) ``forward_pass_s``: one forward pass over every image involved (fit, calibration, ID
+  test, each OOD set; feature maps too, since a selected detector reads them), nothing cached;
+* (d) ``detector_compute_s``: the sum of the detectors' own fit + scoring time in (b);
+* (b) ``sweep_s``: the whole sweep in one process (``ood-bench`` with every one of those
+  detectors: data, backbone, extraction, detectors, intervals, tables), in a fresh cache;
+* (c) ``naive_s``: each detector as a user without the harness calls it: its library's
+  ``fit(loader)`` / ``predict(x)`` run the model over the images on every call, so each
+  detector gets its own forward passes (fit split and every scored split; the calibration
+  split too when the detector reads it), then the same library computation.
+
+Library imports are made first, timed apart (``import_seconds``), and charged to none of
+(a)-(d). Optional analyses are off (``analysis.inhouse=false``), as are the score cache and the
+results store, so every number is computed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from adapters.base import Consumes
+from adapters.registry import import_library
+from benchmark import compute
+from benchmark.config_groups import expand_patterns
+from benchmark.paths import REPO, scrub_paths
+from benchmark.pipeline.features import forward_pass
+from benchmark.render import CONVENTION, markdown_table
+from benchmark.representations import Representations
+from benchmark.runner.evaluate import build, evaluate_detector
+from benchmark.runner.prepare import prepare
+from benchmark.runner.run import run
+from benchmark.studies.paper_tables import run_config
+
+PAIRS = {
+    "cifar10": ["pair=cifar10_openood", "backbone=resnet20",
+                "backbone.checkpoint=results/checkpoints/resnet20_cifar10.pt",
+                "data.fit_size=5000", "data.max_id_test=2000", "data.max_ood=2000"],
+    "mnist": ["pair=mnist", "backbone=lenet"],
+}
+LIBRARIES = "detector=pytorch_ood/*,openood/*,oodeel/*,inhouse/*"
+FIXED = ["detector_time_limit_s=300", "cache_scores=false", "analysis.inhouse=false",
+         "store=null", "resume=false"]
+ARRAYS = ("logits", "features", "labels", "layer_stats", "feature_maps")
+
+
+class TrackedReps(Representations):
+    """Representations that note whether a detector read their arrays (the calibration
+    split: only detectors that calibrate read it, and only they pay its forward pass)."""
+
+    read = False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ARRAYS:
+            object.__setattr__(self, "read", True)
+        return super().__getattribute__(name)
+
+
+def cache_capable(options: list[str], overrides: list[str]) -> dict[str, dict[str, Any]]:
+    cfg = run_config(overrides, options, FIXED)
+    specs = OmegaConf.to_container(cfg.detectors, resolve=True)
+    out = {}
+    for det, spec in specs.items():
+        try:
+            if build(spec).consumes != Consumes.MODEL:
+                out[det] = spec
+        except Exception:  # noqa: BLE001 (cannot be built here: not part of the sweep)
+            continue
+    return out
+
+
+def compute_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per detector of a run: its fit + scoring seconds (every split) and its status."""
+    rows = []
+    for det, grp in frame.groupby("detector", sort=False):
+        first = grp.iloc[0]
+        score = float(grp["score_seconds"].fillna(0).sum()) + float(
+            first.get("id_score_seconds") or 0)
+        rows.append({"detector": det, "library": first["library"],
+                     "fit_s": float(first["fit_seconds"] or 0), "score_s": score,
+                     "ok": bool((grp["status"] == "ok").all()),
+                     "import_s": float(first.get("import_seconds") or 0)})
+    out = pd.DataFrame(rows)
+    out["compute_s"] = out["fit_s"] + out["score_s"]
+    return out
+
+
+def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES
+          ) -> dict[str, Any]:
+    overrides = [*PAIRS[pair], *extra]
+    options = expand_patterns([detectors])[0].split("=", 1)[1].split(",")
+    t0 = time.perf_counter()
+    imports = {lib: import_library(lib) for lib in ("pytorch_ood", "openood", "oodeel",
+                                                    "inhouse")}
+    print(f"[{pair}] imports: {imports} ({time.perf_counter() - t0:.1f} s)")
+    if "backbone.checkpoint" not in " ".join(overrides):  # train (or find) it once, outside
+        cfg0 = run_config(overrides, ["pytorch_ood/msp"], FIXED)
+        prep0 = prepare(cfg0, False)
+        overrides.append(f"backbone.checkpoint={prep0.backbone.checkpoint}")
+    specs = cache_capable(options, overrides)
+    maps = any(build(s).consumes == Consumes.FEATURE_MAPS for s in specs.values())
+    print(f"[{pair}] {len(specs)} cache-capable detectors; feature maps: {maps}")
+
+    # (b) the whole sweep, one process, fresh cache
+    cfg_b = run_config(overrides, options, [*FIXED, f"cache_dir={workdir / 'cache-b'}"])
+    with open_dict(cfg_b):
+        cfg_b.detectors = {d: s for d, s in OmegaConf.to_container(cfg_b.detectors).items()
+                           if d in specs}
+    t0 = time.perf_counter()
+    frame = run(cfg_b, workdir / "sweep")
+    sweep_s = time.perf_counter() - t0
+    manifest = json.loads((workdir / "sweep" / "manifest.json").read_text())
+    timings = manifest["timings"]
+    per_det = compute_seconds(frame)
+
+    with compute.pinned(compute.ComputeSettings.from_config(cfg_b)):
+        prep = prepare(cfg_b, maps)  # from cache-b: the sets and the model, nothing computed
+        model, device, bs = prep.backbone.model, prep.device, int(cfg_b.data.batch_size)
+        # (a) one forward pass over every image involved
+        t0 = time.perf_counter()
+        for name, images in prep.sets.items():
+            if name != "train":
+                forward_pass(model, images, prep.transform, device, bs, with_maps=maps)
+        forward_s = time.perf_counter() - t0
+        # (c) naive: each detector its own forward passes
+        naive = {}
+        for det, spec in specs.items():
+            needs_maps = build(spec).consumes == Consumes.FEATURE_MAPS
+            t0 = time.perf_counter()
+            fresh = {name: forward_pass(model, prep.sets[name], prep.transform, device, bs,
+                                        with_maps=needs_maps)
+                     for name in ("fit", *prep.scored_keys)}
+            forward = time.perf_counter() - t0
+            calibration = TrackedReps(**{f.name: getattr(prep.reps["calibration"], f.name)
+                                         for f in dataclasses.fields(Representations)})
+            calibration.read = False
+            fresh["calibration"] = calibration
+            out = evaluate_detector(spec, dataclasses.replace(prep, reps=fresh), bs,
+                                    cfg_b.detector_time_limit_s)
+            if calibration.read:
+                t0 = time.perf_counter()
+                forward_pass(model, prep.sets["calibration"], prep.transform, device, bs)
+                forward += time.perf_counter() - t0
+            own = out.fit_seconds + sum(out.score_seconds.values())
+            naive[det] = {"forward_s": forward, "compute_s": own, "total_s": forward + own,
+                          "ok": not out.errors}
+            print(f"[{pair}] naive {det}: {forward + own:.1f} s")
+    naive_frame = pd.DataFrame.from_dict(naive, orient="index")
+    detector_s = float(per_det["compute_s"].sum())
+    naive_s = float(naive_frame["total_s"].sum())
+    result = {
+        "pair": pair, "command": "OOD_BENCH_DATA_ROOT=../shared/data python "
+        f"scripts/bench_sweep.py {pair}" + (f" --extra {' '.join(extra)}" if extra else "")
+        + (f" --detectors '{detectors}'" if detectors != LIBRARIES else ""),
+        "overrides": [*overrides, *FIXED],
+        "detectors": len(specs), "detectors_ok": int(per_det["ok"].sum()),
+        "images_forward": int(sum(len(s) for n, s in prep.sets.items() if n != "train")),
+        "feature_maps": maps, "device": str(device), "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "import_seconds": imports,
+        "forward_pass_s": forward_s, "detector_compute_s": detector_s, "sweep_s": sweep_s,
+        "naive_s": naive_s,
+        "sweep_parts_s": {k: timings.get(k) for k in ("data_seconds", "backbone_seconds",
+                                                     "extraction_seconds", "detectors_seconds",
+                                                     "bootstrap_seconds", "total_seconds")},
+        "overhead_ratio": sweep_s / (forward_s + detector_s),
+        "naive_over_sweep": naive_s / sweep_s, "sweep_over_forward": sweep_s / forward_s,
+        "per_detector": [{**r, "naive_s": naive[r["detector"]]["total_s"]}
+                         for r in per_det.to_dict("records")],
+    }
+    return result
+
+
+def markdown(r: dict[str, Any]) -> str:
+    per = pd.DataFrame(r["per_detector"]).sort_values("compute_s", ascending=False)
+    total = r["detector_compute_s"]
+    top = per.head(8)
+    parts = r["sweep_parts_s"]
+    lines = [
+        f"# Sweep cost, {r['pair']}: {r['detectors']} cache-capable detectors", "",
+        "Command:", "", "```bash", r["command"], "```", "",
+        f"Overrides: `{' '.join(r['overrides'])}`; device {r['device']}, {r['threads']} "
+        f"threads, {r['cpu']}; {r['images_forward']} images per forward pass (feature maps: "
+        f"{r['feature_maps']}).", "", f"> {CONVENTION}", "",
+        markdown_table(["measure", "seconds", "note"], [
+            ["(a) one forward pass over every image", f"{r['forward_pass_s']:.1f}",
+             "nothing cached"],
+            ["(d) detectors' own fit + scoring, summed", f"{total:.1f}",
+             f"{r['detectors_ok']}/{r['detectors']} ok"],
+            ["(b) the whole sweep in one process", f"{r['sweep_s']:.1f}",
+             f"extraction {parts['extraction_seconds']:.1f}, detectors "
+             f"{parts['detectors_seconds']:.1f}, intervals {parts['bootstrap_seconds']:.1f}, "
+             f"data {parts['data_seconds']:.1f}, backbone {parts['backbone_seconds']:.1f}"],
+            ["(c) naive: each detector through its library on the images",
+             f"{r['naive_s']:.1f}", "a forward pass per detector and split"],
+            ["library imports (apart)", f"{sum(r['import_seconds'].values()):.1f}",
+             ", ".join(f"{k} {v:.2f}" for k, v in r["import_seconds"].items())],
+        ], right=(1,)), "",
+        markdown_table(["ratio", "value", "target"], [
+            ["harness overhead (b) / ((a) + (d))", f"{r['overhead_ratio']:.2f}", "<= 1.1"],
+            ["naive / harness (c) / (b)", f"{r['naive_over_sweep']:.1f}x", ">= 10x"],
+            ["sweep / forward pass (b) / (a)", f"{r['sweep_over_forward']:.1f}x", "—"],
+        ], right=(1,)), "",
+        "Detectors whose own compute dominates (share of (d)):", "",
+        markdown_table(["detector", "library", "fit s", "score s", "share of (d)", "naive s"], [
+            [d.detector, d.library, f"{d.fit_s:.2f}", f"{d.score_s:.2f}",
+             f"{d.compute_s / total:.1%}", f"{d.naive_s:.1f}"] for d in top.itertuples()],
+            right=(2, 3, 4, 5)), "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
+    p.add_argument("--out", type=Path, default=REPO / "results" / "perf")
+    p.add_argument("--detectors", default=LIBRARIES, help="detector=<options> (a smaller set)")
+    p.add_argument("--extra", nargs="*", default=[], help="more overrides (smaller sizes)")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for pair in args.pairs:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{pair}-") as tmp:
+            r = bench(pair, Path(tmp), args.extra, args.detectors)
+        (args.out / f"{pair}.json").write_text(json.dumps(r, indent=2) + "\n")
+        (args.out / f"{pair}.md").write_text(markdown(r))
+        scrub_paths(args.out)
+        print(f"{args.out / pair}.md: overhead {r['overhead_ratio']:.2f}, naive/sweep "
+              f"{r['naive_over_sweep']:.1f}x, sweep/forward {r['sweep_over_forward']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
