@@ -47,7 +47,13 @@ def test_tables_and_report_commands_fail_with_a_message(tmp_path) -> None:
             ("tables_main", ["table=nope"], "Valid table options: "),
             ("tables_main", [], "usage: ood-bench-tables table=<name>"),
             ("report_main", [str(tmp_path / "absent")], "does not exist"),
-            ("report_main", [str(tmp_path)], "no run (a folder with metrics.csv)")):
+            ("report_main", [str(tmp_path)], "no run (a folder with metrics.csv)"),
+            ("report_main", ["--store", str(tmp_path / "no-store"), "--out", str(tmp_path)],
+             "no results store at"),
+            ("report_main", ["--where", "auroc > 0.5", str(tmp_path)], "give --store DIR too"),
+            ("tables_main", ["table=neuralfp", "--store"], "--store wants the results store"),
+            ("main", ["--resume"], "usage: ood-bench --resume <sweep folder>"),
+            ("main", ["--resume", str(tmp_path)], "is not a sweep folder (no multirun.yaml)")):
         proc = _script(function, args)
         assert proc.returncode == 2, (function, args, proc.stderr[-2000:])
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
