@@ -146,9 +146,14 @@ def library_modules(library: str) -> tuple[str, ...]:
 def import_library(library: str) -> float:
     """Import every module of the library its adapter imports, after the adapter's
     ``import_setup``; the seconds it took (about 0 once imported). The runner calls it before
-    a detector's fit, so that import time is charged to ``import_seconds``, never to a fit."""
-    modules = library_modules(library)
-    info = library_info(library)
+    a detector's fit, so that import time is charged to ``import_seconds``, never to a fit.
+    A library the registry does not know (a detector built by other means) has nothing to
+    import: 0."""
+    try:
+        modules = library_modules(library)
+        info = library_info(library)
+    except DetectorError:
+        return 0.0
     t0 = time.perf_counter()
     if info.import_setup:
         mod, func = info.import_setup.split(":")

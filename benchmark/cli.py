@@ -107,7 +107,7 @@ def app(cfg: DictConfig) -> None:
 
 def resume_arguments(argv: list[str]) -> list[str]:
     """``--resume <sweep dir> [more overrides]`` as the command that made the sweep, into the
-    same folder: its complete jobs are skipped (:mod:`benchmark.runner.jobs`)."""
+    same folder: its complete jobs are skipped (:mod:`benchmark.jobs`)."""
     from benchmark.jobs import MULTIRUN_FILE, sweep_overrides
 
     if len(argv) < 2:

@@ -111,12 +111,11 @@ def scores(store: Path, rid: str, detector: str) -> dict[str, np.ndarray]:
     """``{split key: scores}`` of one detector of one stored run (empty: none stored)."""
     import duckdb
 
-    try:
-        glob = _glob(store, SCORES_DIR)
-    except StoreError:
+    path = Path(store) / SCORES_DIR / f"{rid}.parquet"  # the run's own file, not every run's
+    if not path.exists():
         return {}
-    frame = duckdb.execute(f"SELECT split, scores FROM read_parquet('{glob}') "
-                           "WHERE run_id = ? AND detector = ?", [rid, detector]).df()
+    frame = duckdb.execute("SELECT split, scores FROM read_parquet(?) WHERE detector = ?",
+                           [str(path), detector]).df()
     return {str(r.split): np.asarray(r.scores, dtype=np.float64) for r in frame.itertuples()}
 
 

@@ -91,9 +91,8 @@ class TrackedReps(Representations):
         return super().__getattribute__(name)
 
 
-def cache_capable(options: list[str], overrides: list[str]) -> dict[str, dict[str, Any]]:
-    cfg = run_config(overrides, options, FIXED)
-    specs = OmegaConf.to_container(cfg.detectors, resolve=True)
+def cache_capable(specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The detectors that do not run the model again (those a cached forward pass serves)."""
     out = {}
     for det, spec in specs.items():
         try:
@@ -132,15 +131,13 @@ def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES
         cfg0 = run_config(overrides, ["pytorch_ood/msp"], FIXED)
         prep0 = prepare(cfg0, False)
         overrides.append(f"backbone.checkpoint={prep0.backbone.checkpoint}")
-    specs = cache_capable(options, overrides)
+    # (b) the whole sweep, one process, fresh cache: every cache-capable detector
+    cfg_b = run_config(overrides, options, [*FIXED, f"cache_dir={workdir / 'cache-b'}"])
+    specs = cache_capable(OmegaConf.to_container(cfg_b.detectors, resolve=True))
+    with open_dict(cfg_b):
+        cfg_b.detectors = specs
     maps = any(build(s).consumes == Consumes.FEATURE_MAPS for s in specs.values())
     print(f"[{pair}] {len(specs)} cache-capable detectors; feature maps: {maps}")
-
-    # (b) the whole sweep, one process, fresh cache
-    cfg_b = run_config(overrides, options, [*FIXED, f"cache_dir={workdir / 'cache-b'}"])
-    with open_dict(cfg_b):
-        cfg_b.detectors = {d: s for d, s in OmegaConf.to_container(cfg_b.detectors).items()
-                           if d in specs}
     t0 = time.perf_counter()
     frame = run(cfg_b, workdir / "sweep")
     sweep_s = time.perf_counter() - t0

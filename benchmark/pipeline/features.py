@@ -124,11 +124,19 @@ def forward_pass(model: ClassifierNetwork, data: ImageSet, transform: InputTrans
                  ) -> Representations:
     """One forward pass over ``data``, cached nowhere: what each call of a library's own
     ``fit(loader)`` / ``predict(x)`` costs (``scripts/bench_sweep.py`` measures it)."""
+    arrays, fmap = _pass(model, data, transform, device, batch_size, with_maps, "forward")
+    return _representations(arrays, fmap, "", f"{data.name}/{data.split}")
+
+
+def _pass(model: ClassifierNetwork, data: ImageSet, transform: InputTransform,
+          device: torch.device, batch_size: int, with_maps: bool, verb: str
+          ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The core arrays of one forward pass (labels included) and the feature maps apart."""
     arrays = _forward(model, data, transform, device, batch_size, with_maps,
-                      desc=f"forward {data.name}/{data.split}")
+                      desc=f"{verb} {data.name}/{data.split}")
     fmap = arrays.pop("feature_maps", None)
     arrays["labels"] = data.labels
-    return _representations(arrays, fmap, "", f"{data.name}/{data.split}")
+    return arrays, fmap
 
 
 def _representations(core: dict[str, np.ndarray], maps: np.ndarray | None, key: str,
@@ -152,10 +160,7 @@ def _compute(model: ClassifierNetwork, data: ImageSet, transform: InputTransform
              device: torch.device, batch_size: int, with_maps: bool, core_path: Path,
              maps_path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One forward pass over ``data``, written to the cache (core arrays, feature maps apart)."""
-    arrays = _forward(model, data, transform, device, batch_size, with_maps,
-                      desc=f"extract {data.name}/{data.split}")
-    fmap = arrays.pop("feature_maps", None)
-    arrays["labels"] = data.labels
+    arrays, fmap = _pass(model, data, transform, device, batch_size, with_maps, "extract")
     save_npz(core_path, arrays)
     maps: dict[str, np.ndarray] = {}
     if with_maps:

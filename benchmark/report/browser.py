@@ -15,6 +15,17 @@ def find_browser() -> str | None:
     return next((p for name in NAMES if (p := shutil.which(name))), None)
 
 
+def _browser(given: str | None) -> str:
+    browser = given or find_browser()
+    if browser is None:
+        raise FileNotFoundError("no Chromium found (apt install chromium)")
+    return browser
+
+
+def _url(page: Path, fragment: str) -> str:
+    return page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+
+
 def _run(browser: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="ood-bench-chromium-") as profile:
         return subprocess.run(
@@ -26,11 +37,7 @@ def _run(browser: str, args: list[str], timeout: float) -> subprocess.CompletedP
 def dom(page: Path, fragment: str = "", browser: str | None = None, timeout: float = 120
         ) -> str:
     """The page's DOM after load (``fragment``: the part after ``#``)."""
-    browser = browser or find_browser()
-    if browser is None:
-        raise FileNotFoundError("no Chromium found (apt install chromium)")
-    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    proc = _run(browser, ["--dump-dom", url], timeout)
+    proc = _run(_browser(browser), ["--dump-dom", _url(page, fragment)], timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium failed: {proc.stderr[-2000:]}")
     return proc.stdout
@@ -39,13 +46,10 @@ def dom(page: Path, fragment: str = "", browser: str | None = None, timeout: flo
 def screenshot(page: Path, png: Path, fragment: str = "", size: tuple[int, int] = (1280, 1600),
                browser: str | None = None, timeout: float = 120) -> Path:
     """A PNG of the page's first ``size`` pixels after load."""
-    browser = browser or find_browser()
-    if browser is None:
-        raise FileNotFoundError("no Chromium found (apt install chromium)")
-    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     png.parent.mkdir(parents=True, exist_ok=True)
-    proc = _run(browser, [f"--screenshot={png.resolve()}", f"--window-size={size[0]},{size[1]}",
-                          url], timeout)
+    proc = _run(_browser(browser), [f"--screenshot={png.resolve()}",
+                                    f"--window-size={size[0]},{size[1]}", _url(page, fragment)],
+                timeout)
     if proc.returncode != 0 or not png.exists():
         raise RuntimeError(f"chromium made no screenshot: {proc.stderr[-2000:]}")
     return png

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,9 +197,7 @@ def write_html(coll: Collection, out: Path, title: str, commands: list[str], gen
         results_table(coll.rows),
         "<h2>Timing</h2>", markdown_table_html(timing_md),
         "<h2>Plots</h2>", *[_image(p) for p in bars + rocs],
-        f"<script>{SCRIPT}</script>",
-        f"<script type='application/json' id='meta'>{json.dumps({'rows': len(coll.rows)})}"
-        "</script></body></html>",
+        f"<script>{SCRIPT}</script></body></html>",
     ]
     path = out / "report.html"
     path.write_text("\n".join(parts))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from adapters.base import Consumes, Detector, DetectorError
+from adapters.base import Consumes, Detector
 from adapters.registry import build_detector, import_library
 from benchmark.pipeline.wrapper import NetworkContractError
 from benchmark.representations import Network, Representations
@@ -112,7 +112,7 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
     out = DetectorOutcome()
     try:
         det = build(spec)
-        out.import_seconds = _import_seconds(spec["library"])  # not charged to the fit
+        out.import_seconds = import_library(spec["library"])  # not charged to the fit
         out.consumes = det.consumes.value
         check_network(det, prep)
         net = private_network(prep, batch_size)
@@ -139,15 +139,6 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
             break
     out.detector = det
     return out
-
-
-def _import_seconds(library: str) -> float:
-    """Seconds importing the library's modules took here (0 for a detector the registry does
-    not know, e.g. one built by other means: nothing to import)."""
-    try:
-        return import_library(library)
-    except DetectorError:
-        return 0.0
 
 
 def check_network(det: Detector, prep: Prepared) -> None:

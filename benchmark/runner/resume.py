@@ -51,8 +51,6 @@ def job_key(cfg: DictConfig) -> str:
                           ).hexdigest()[:32]
 
 
-
-
 def setting_key(cfg: DictConfig) -> str:
     """The job key without the detectors: what runs of other detectors on the same data,
     backbone and settings share (a paper table joins their rows on it)."""

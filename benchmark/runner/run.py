@@ -68,20 +68,21 @@ class Draws:
     def __call__(self, key: str) -> bootstrap.Resamples:
         return self._draws(key, self._sizes[key])
 
-    def intervals(self, id_scores, ood_scores, ood_key: str) -> dict[str, float]:
-        return self.intervals_of(id_scores, {ood_key: ood_scores}).get(ood_key, {})
-
-    def intervals_of(self, id_scores, ood: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-        """The intervals of one detector on each OOD set, the sets computed side by side on
-        the run's threads (numpy releases the GIL in the bootstrap's array work; the numbers
-        do not depend on it)."""
+    def intervals_of(self, id_scores, ood: dict[str, np.ndarray]
+                     ) -> dict[str, dict[str, float] | Exception]:
+        """The intervals of one detector on each OOD set (or the error of that set), the sets
+        computed side by side on the run's threads (numpy releases the GIL in the bootstrap's
+        array work; the numbers do not depend on it)."""
         if not self.resamples or not ood:
             return {}
         t0 = time.perf_counter()
 
-        def one(key: str) -> dict[str, float]:
-            return bootstrap.intervals(id_scores, ood[key], self(ID_TEST), self(key),
-                                       self.level)
+        def one(key: str) -> dict[str, float] | Exception:
+            try:
+                return bootstrap.intervals(id_scores, ood[key], self(ID_TEST), self(key),
+                                           self.level)
+            except Exception as exc:  # noqa: BLE001 (that set's row says why)
+                return exc
 
         for key in ood:  # draw every split once, before the threads share them
             self(key)
@@ -112,13 +113,10 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
     id_scores = out.scores.get(ID_TEST)
     alpha = float(cfg.get("decision_alpha") or 0.05)
     threshold = level_threshold(spec, alpha)
-    cells: dict[str, dict[str, float]] = {}
-    if draws is not None and id_scores is not None:
-        try:  # every OOD set's intervals at once (side by side on the run's threads)
-            cells = draws.intervals_of(id_scores, {k: out.scores[k] for k in prep.ood_keys
-                                                   if k in out.scores and k not in out.errors})
-        except Exception:  # noqa: BLE001 (the row of the set that fails says why, below)
-            cells = {}
+    cells: dict[str, dict[str, float] | Exception] = {}
+    if draws is not None and id_scores is not None:  # every OOD set's intervals at once
+        cells = draws.intervals_of(id_scores, {k: out.scores[k] for k in prep.ood_keys
+                                               if k in out.scores and k not in out.errors})
     rows = []
     for key in prep.ood_keys:
         name = key.removeprefix(OOD_PREFIX)
@@ -143,8 +141,10 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
                     row.update(decision_rates(id_scores, out.scores[key], threshold, alpha,
                                               draws.level if draws is not None else 0.95))
                 if draws is not None:
-                    row.update(cells[key] if key in cells
-                               else draws.intervals(id_scores, out.scores[key], key))
+                    cell = cells.get(key, {})
+                    if isinstance(cell, Exception):
+                        raise cell
+                    row.update(cell)
                 row.update(status="ok", error="")
             except Exception as exc:
                 row.update(status="failed", error=error_text(exc))

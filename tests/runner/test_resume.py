@@ -25,7 +25,8 @@ DETECTORS = ["pytorch_ood_msp", "pytorch_ood_mahalanobis", "pytorch_ood_energy"]
 
 
 def _job_dirs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name[0]))
+    return sorted((p for p in sweep.iterdir() if p.is_dir()),
+                  key=lambda p: int(p.name.split("_", 1)[0]))
 
 
 def _outputs(run: Path) -> dict[str, int]:
