@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,25 +69,18 @@ class Draws:
 
     def intervals_of(self, id_scores, ood: dict[str, np.ndarray]
                      ) -> dict[str, dict[str, float] | Exception]:
-        """The intervals of one detector on each OOD set (or the error of that set), the sets
-        computed side by side on the run's threads (numpy releases the GIL in the bootstrap's
-        array work; the numbers do not depend on it)."""
+        """The intervals of one detector on each OOD set (or the error of that set): the ID
+        side computed once for every set, chunks of resamples run on the run's threads (the
+        numbers do not depend on them)."""
         if not self.resamples or not ood:
             return {}
         t0 = time.perf_counter()
-
-        def one(key: str) -> dict[str, float] | Exception:
-            try:
-                return bootstrap.intervals(id_scores, ood[key], self(ID_TEST), self(key),
-                                           self.level)
-            except Exception as exc:  # noqa: BLE001 (that set's row says why)
-                return exc
-
-        for key in ood:  # draw every split once, before the threads share them
-            self(key)
-        self(ID_TEST)
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(ood)))) as pool:
-            out = dict(zip(ood, pool.map(one, ood), strict=True))
+        try:
+            out = bootstrap.intervals_of(id_scores, ood, self(ID_TEST),
+                                         {key: self(key) for key in ood}, self.level,
+                                         self.workers)
+        except Exception as exc:  # noqa: BLE001 (every set's row says why)
+            out = {key: exc for key in ood}
         self.seconds += time.perf_counter() - t0
         return out
 

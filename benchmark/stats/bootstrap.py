@@ -5,9 +5,10 @@ its own size (stratified: the ID/OOD ratio of the evaluation is kept). A resampl
 how often each row was drawn (``counts``); each class is sorted once per cell, and every
 metric of a resample follows from the cumulative drawn weights of each class read at fixed
 positions (where each sample sits among the others), so a resample costs cumulative sums and
-gathers, never a sort, and all resamples of a cell are computed at once (97 ms per cell of
-2,000 + 2,000 rows and 1,000 resamples on one core:
-results/reproducibility/bootstrap_cost.txt). On unit counts, and on any counts, the metrics
+gathers, never a sort, and all resamples of a cell are computed at once. The ID side is
+computed once for all the OOD sets of a detector, and positions of a class without ties are
+slices (views, not gathers); the cost per cell is in results/reproducibility/bootstrap_cost.txt
+(``scripts/bench_bootstrap.py``). On unit counts, and on any counts, the metrics
 equal :func:`benchmark.pipeline.metrics.compute_metrics` on the drawn rows (same ties, same
 curves; AUPRs to float32 precision).
 
@@ -19,12 +20,18 @@ over OOD sets resampled consistently (the ID rows are shared by every OOD set).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95tpr")
-_CHUNK_CELLS = 250_000  # resamples x samples per step: small enough to stay in cache
+_DRAW_CELLS = 250_000  # resamples x rows drawn per step (fixes the random stream: keep it)
+# resamples x samples of the larger class per step of the metrics: its float32 arrays stay
+# near 250 kB; at twice that the step took 3x longer here (allocator and cache limits,
+# measured on 2,000 + 2,000 rows)
+_CHUNK_CELLS = 62_500
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ def draw(size: int, resamples: int, seed: int, split: str) -> Resamples:
     rng = np.random.default_rng([seed, zlib.crc32(split.encode()), size])
     # a row is drawn at most ``size`` times: int16 halves the memory of the usual split sizes
     counts = np.empty((resamples, size), dtype=np.int16 if size < 2**15 else np.int32)
-    step = max(1, _CHUNK_CELLS // max(size, 1))
+    step = max(1, _DRAW_CELLS // max(size, 1))
     for start in range(0, resamples, step):
         stop = min(start + step, resamples)
         idx = rng.integers(0, size, size=(stop - start, size))
@@ -54,104 +61,234 @@ def draw(size: int, resamples: int, seed: int, split: str) -> Resamples:
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """Where each sample sits among the others (fixed for a cell, shared by its resamples).
+class _Side:
+    """One class of a cell as groups of tied scores, by decreasing score: a resample's weight
+    of a group is the sum of its samples' draw counts, and every metric is a sum over groups
+    (tied samples share their curve heights), so within a class the weight strictly above /
+    at or above a group is the cumulative weight just before / through it: a view, never a
+    gather. A class without ties has one sample per group."""
 
-    Both classes sorted by decreasing score; for every ID sample (``id_*``) and OOD sample
-    (``ood_*``), how many ID (``I``) and OOD (``O``) samples score strictly above it (``gt``)
-    and at or above it (``ge``). Ties between them enter the curves at once, as in
-    :mod:`benchmark.pipeline.metrics`.
-    """
-
-    id_order: np.ndarray
-    ood_order: np.ndarray
-    id_gtI: np.ndarray
-    id_geI: np.ndarray
-    id_gtO: np.ndarray
-    id_geO: np.ndarray
-    ood_gtI: np.ndarray
-    ood_geI: np.ndarray
-    ood_gtO: np.ndarray
-    ood_geO: np.ndarray
+    values: np.ndarray  # the distinct scores, negated, ascending
+    order: np.ndarray  # the samples by decreasing score
+    starts: np.ndarray | None  # where each group starts in ``order`` (None: no ties)
 
     @classmethod
-    def of(cls, id_scores: np.ndarray, ood_scores: np.ndarray) -> _Layout:
-        id_order = np.argsort(-id_scores, kind="mergesort")
-        ood_order = np.argsort(-ood_scores, kind="mergesort")
-        neg_id, neg_ood = -id_scores[id_order], -ood_scores[ood_order]  # ascending
+    def of(cls, scores: np.ndarray) -> _Side:
+        order = np.argsort(-scores, kind="mergesort")
+        neg = -scores[order]
+        new = np.empty(len(neg), dtype=bool)
+        new[:1] = True
+        np.not_equal(neg[1:], neg[:-1], out=new[1:])
+        if new.all():
+            return cls(neg, order, None)
+        starts = np.flatnonzero(new)
+        return cls(neg[starts], order, starts)
 
-        def counts(v: np.ndarray) -> tuple[np.ndarray, ...]:
-            return (np.searchsorted(neg_id, v, "left"), np.searchsorted(neg_id, v, "right"),
-                    np.searchsorted(neg_ood, v, "left"), np.searchsorted(neg_ood, v, "right"))
+    def weights(self, counts: np.ndarray) -> np.ndarray:
+        """Each resample's weight of each group (``counts``: draws of the rows, as given)."""
+        w = np.take(counts, self.order, axis=1)
+        return w if self.starts is None else np.add.reduceat(w, self.starts, axis=1)
 
-        return cls(id_order, ood_order, *counts(neg_id), *counts(neg_ood))
+    def among(self, other: _Side) -> tuple[slice | np.ndarray, slice | np.ndarray, bool]:
+        """How much of ``self`` scores strictly above / at or above each group of ``other``
+        (positions in ``self``'s cumulative weights), and whether the two are equal (no score
+        of ``other`` ties one of ``self``)."""
+        gt = np.searchsorted(self.values, other.values, "left")
+        ge = np.searchsorted(self.values, other.values, "right")
+        return _positions(gt), _positions(ge), bool(np.array_equal(gt, ge))
+
+
+def _positions(idx: np.ndarray) -> slice | np.ndarray:
+    """``idx`` as a slice when it is a run of consecutive integers."""
+    if len(idx) == 0:
+        return slice(0, 0)
+    if idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _at(c: np.ndarray, pos: slice | np.ndarray) -> np.ndarray:
+    """``c``'s columns ``pos``: a view for a slice, else a gather."""
+    return c[:, pos] if isinstance(pos, slice) else np.take(c, pos, axis=1)
 
 
 def _cumulative(w: np.ndarray) -> np.ndarray:
-    """``out[:, m]`` = weight of the first ``m`` samples (a leading 0 column)."""
-    out = np.zeros((w.shape[0], w.shape[1] + 1), dtype=np.int32)  # sums <= rows < 2**31
+    """``out[:, m]`` = weight of the first ``m`` samples (a leading 0 column), as float32.
+
+    The sums run in int32 (a float cumsum does not vectorise: 4x slower) and every value is an
+    integer below 2**24, so the float32 copy is exact."""
+    out = np.zeros((w.shape[0], w.shape[1] + 1), dtype=np.int32)
     np.cumsum(w, axis=1, out=out[:, 1:])
-    return out
+    return out.astype(np.float32)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den in float32, 1 where den is 0 (a curve's start: precision 1)."""
-    den = den.astype(np.float32)
-    return num.astype(np.float32) / np.maximum(den, 1) + (den == 0)
+def _row_dot(a: np.ndarray, b: np.ndarray, float32: bool = True) -> np.ndarray:
+    """Row-wise dot products as float64. A float32 batched matmul (BLAS) is 4x faster than a
+    float64 einsum: exact on integers whose sums stay below 2**24, ~1e-7 relative on the
+    precision sums (the float32 precision of the heights themselves); ``float32=False`` (larger
+    integer sums) sums in float64."""
+    if not float32:
+        return np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    return np.matmul(a[:, None, :], b[:, :, None])[:, 0, 0].astype(np.float64)
 
 
-def _chunk_metrics(lay: _Layout, w_id: np.ndarray, w_ood: np.ndarray,
+# Added to a denominator: a denominator of 0 has a numerator of 0 (its sample is not drawn),
+# and 0 / tiny = 0, while every integer >= 1 is unchanged in float32 (4x cheaper than a maximum)
+_TINY = np.float32(1e-30)
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """An OOD set against the ID test rows of a detector: its own side, and how many samples of
+    each class score strictly above / at or above every sample of the other (``same``: the two
+    coincide, no ID score ties an OOD score). Ties enter the curves at once, as in
+    :mod:`benchmark.pipeline.metrics`."""
+
+    ood: _Side
+    id_gtO: slice | np.ndarray
+    id_geO: slice | np.ndarray
+    id_same: bool
+    ood_gtI: slice | np.ndarray
+    ood_geI: slice | np.ndarray
+    ood_same: bool
+    draws: Resamples
+
+    @classmethod
+    def of(cls, id_side: _Side, scores: np.ndarray, draws: Resamples) -> _Cell:
+        ood = _Side.of(scores)
+        return cls(ood, *ood.among(id_side), *id_side.among(ood), draws)
+
+
+@dataclass(frozen=True)
+class _IdChunk:
+    """The ID side of resamples ``rows``, shared by every OOD set of a detector."""
+
+    w: np.ndarray  # draw weights in score order (float32)
+    c: np.ndarray  # their cumulative sums
+    n: np.ndarray  # each resample's ID weight, (rows, 1)
+    below_ge: np.ndarray  # ID weight at or below each ID sample
+    below_ge_t: np.ndarray  # the same and _TINY (a denominator's part)
+    below_gt_t: np.ndarray  # ID weight strictly below each ID sample, and _TINY
+
+    @classmethod
+    def of(cls, side: _Side, counts: np.ndarray) -> _IdChunk:
+        w = side.weights(counts)
+        c = _cumulative(w)
+        n = c[:, -1:]
+        below_ge = n - c[:, :-1]
+        return cls(w.astype(np.float32), c, n, below_ge, below_ge + _TINY,
+                   n - c[:, 1:] + _TINY)
+
+
+def _chunk_metrics(idc: _IdChunk, cell: _Cell, counts: np.ndarray,
                    out: dict[str, np.ndarray], rows: slice) -> None:
-    """Metrics of resamples ``rows`` from the draw counts of each sample (sorted as ``lay``).
+    """Metrics of resamples ``rows`` of one OOD set from the draw counts of each sample.
 
     The areas are the trapezoids of :mod:`benchmark.pipeline.metrics`, written as sums over
     samples (a sample's weight times the curve heights at its group and the group before), so
-    no curve is materialised. AUROC and FPR@95TPR are exact (integer counts); precisions are
-    float32 (relative error ~1e-7, far below the resampling spread).
+    no curve is materialised. A precision whose denominator can be 0 with the sample drawn
+    (nothing strictly above it: precision 1 by convention) is written ``1 - other / den``, its
+    1 summed apart. AUROC and FPR@95TPR are exact (integer counts); precisions are float32
+    (relative error ~1e-7, far below the resampling spread). Temporaries are fresh arrays:
+    reusing preallocated ones (``out=``) ran 1.3x slower here, the allocator handing back the
+    block just freed, still in cache.
     """
-    ci, co = _cumulative(w_id), _cumulative(w_ood)
-    n_neg, n_pos = ci[:, -1].astype(np.int64), co[:, -1].astype(np.int64)
-    total = (n_neg + n_pos)[:, None]
-    co_gt, co_ge = np.take(co, lay.id_gtO, axis=1), np.take(co, lay.id_geO, axis=1)
+    w = cell.ood.weights(counts)
+    co = _cumulative(w)
+    wf = w.astype(np.float32)
+    n_neg, n_pos = idc.n, co[:, -1:]
+    co_gt = _at(co, cell.id_gtO)
+    co_ge = co_gt if cell.id_same else _at(co, cell.id_geO)
     # AUROC: each ID sample's weight x (OOD weight above it + half the OOD weight tied with it)
-    num = np.einsum("ij,ij->i", w_id, co_gt + co_ge, dtype=np.int64)
-    out["auroc"][rows] = num / (2 * n_pos * n_neg)
+    exact = int(n_neg.max(initial=0)) * int(n_pos.max(initial=0)) < 2**23
+    if cell.id_same:
+        num = 2 * _row_dot(idc.w, co_gt, exact)
+    else:
+        num = _row_dot(idc.w, co_gt + co_ge, exact)
+    out["auroc"][rows] = num / (2 * n_pos[:, 0].astype(np.float64) * n_neg[:, 0])
     # AUPR-In: ID positive, from the lowest score up: at or below / strictly below each ID
-    ci_gt, ci_ge = np.take(ci, lay.id_gtI, axis=1), np.take(ci, lay.id_geI, axis=1)
-    heights = (_ratio(n_neg[:, None] - ci_gt, total - ci_gt - co_gt)
-               + _ratio(n_neg[:, None] - ci_ge, total - ci_ge - co_ge))
-    out["aupr_in"][rows] = np.einsum("ij,ij->i", w_id.astype(np.float32), heights,
-                                     dtype=np.float64) / (2 * n_neg)
+    ood_le = n_pos - co_gt  # OOD weight at or below each ID sample
+    ood_lt = ood_le if cell.id_same else n_pos - co_ge  # ... strictly below
+    heights = idc.below_ge / (idc.below_ge_t + ood_le) - ood_lt / (idc.below_gt_t + ood_lt)
+    out["aupr_in"][rows] = (_row_dot(idc.w, heights) + n_neg[:, 0]) / (2 * n_neg[:, 0])
     # AUPR-Out: OOD positive, from the highest score down: at or above / strictly above
-    o_gt, o_ge = np.take(co, lay.ood_gtO, axis=1), np.take(co, lay.ood_geO, axis=1)
-    i_gt, i_ge = np.take(ci, lay.ood_gtI, axis=1), np.take(ci, lay.ood_geI, axis=1)
-    heights = _ratio(o_ge, o_ge + i_ge) + _ratio(o_gt, o_gt + i_gt)
-    out["aupr_out"][rows] = np.einsum("ij,ij->i", w_ood.astype(np.float32), heights,
-                                      dtype=np.float64) / (2 * n_pos)
+    o_gt, o_ge = co[:, :-1], co[:, 1:]
+    i_gt = _at(idc.c, cell.ood_gtI)
+    i_ge = i_gt if cell.ood_same else _at(idc.c, cell.ood_geI)
+    heights = o_ge / (o_ge + i_ge + _TINY) - i_gt / (o_gt + i_gt + _TINY)
+    out["aupr_out"][rows] = (_row_dot(wf, heights) + n_pos[:, 0]) / (2 * n_pos[:, 0])
     # FPR@95TPR: at the first OOD group where TPR (as the float metrics.py compares) >= 0.95
-    need = np.ceil(0.95 * n_pos).astype(np.int64)
-    need -= (need - 1) / n_pos >= 0.95
-    need += need / n_pos < 0.95
-    first = np.argmax(o_ge >= need[:, None], axis=1)
-    out["fpr95tpr"][rows] = i_ge[np.arange(len(first)), first] / n_neg
+    total = n_pos[:, 0].astype(np.int64)
+    need = np.ceil(0.95 * total).astype(np.int64)
+    need -= (need - 1) / total >= 0.95
+    need += need / total < 0.95
+    # the first position of each row's nondecreasing o_ge reaching ``need``: one search in the
+    # rows laid end to end, each row lifted above the one before (float64: exact)
+    r, m = o_ge.shape
+    lift = (np.arange(r) * (float(total.max()) + 1))[:, None]
+    first = np.searchsorted((o_ge + lift).ravel(), need + lift[:, 0]) - np.arange(r) * m
+    out["fpr95tpr"][rows] = i_ge[np.arange(r), first].astype(np.float64) / n_neg[:, 0]
+
+
+def _vector(scores: np.ndarray) -> np.ndarray:
+    return np.asarray(scores, dtype=np.float64).ravel()
+
+
+def resampled_metrics_of(id_scores: np.ndarray, ood: Mapping[str, np.ndarray],
+                         id_draws: Resamples, ood_draws: Mapping[str, Resamples],
+                         workers: int = 1) -> dict[str, dict[str, np.ndarray] | Exception]:
+    """Every resample's AUROC, AUPR-In, AUPR-Out and FPR@95TPR for each OOD set of one
+    detector (arrays of ``id_draws.n``), or the error of that set.
+
+    The ID side (its sort, drawn weights and cumulative sums) is computed once for all the
+    sets; the resamples are cut into chunks run on ``workers`` threads (numpy releases the GIL
+    in the array work; the numbers do not depend on it).
+    """
+    id_scores = _vector(id_scores)
+    side = _Side.of(id_scores)
+    results: dict[str, dict[str, np.ndarray] | Exception] = {}
+    cells: dict[str, _Cell] = {}
+    for key, scores in ood.items():
+        scores, draws = _vector(scores), ood_draws[key]
+        if (id_draws.counts.shape[1] != len(id_scores) or draws.counts.shape[1] != len(scores)
+                or id_draws.n != draws.n):
+            results[key] = ValueError("resample counts do not match the score vectors")
+            continue
+        cells[key] = _Cell.of(side, scores, draws)
+        results[key] = {m: np.empty(id_draws.n) for m in METRICS}
+    if not cells:
+        return results
+    step = max(1, _CHUNK_CELLS // max(len(id_scores), *(len(c.ood.order)
+                                                         for c in cells.values())))
+
+    def chunk(rows: slice) -> None:
+        idc = _IdChunk.of(side, id_draws.counts[rows])
+        for key, cell in cells.items():
+            got = results[key]
+            if isinstance(got, Exception):
+                continue
+            try:
+                _chunk_metrics(idc, cell, cell.draws.counts[rows], got, rows)
+            except Exception as exc:  # noqa: BLE001 (that set's row says why)
+                results[key] = exc
+
+    chunks = [slice(s, min(s + step, id_draws.n)) for s in range(0, id_draws.n, step)]
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            list(pool.map(chunk, chunks))
+    else:
+        for rows in chunks:
+            chunk(rows)
+    return results
 
 
 def resampled_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, id_draws: Resamples,
                       ood_draws: Resamples) -> dict[str, np.ndarray]:
     """AUROC, AUPR-In, AUPR-Out and FPR@95TPR of every resample (arrays of ``id_draws.n``)."""
-    id_scores = np.asarray(id_scores, dtype=np.float64).ravel()
-    ood_scores = np.asarray(ood_scores, dtype=np.float64).ravel()
-    if id_draws.counts.shape[1] != len(id_scores) or ood_draws.counts.shape[1] != len(
-            ood_scores) or id_draws.n != ood_draws.n:
-        raise ValueError("resample counts do not match the score vectors")
-    lay = _Layout.of(id_scores, ood_scores)
-    out = {m: np.empty(id_draws.n) for m in METRICS}
-    step = max(1, _CHUNK_CELLS // (len(id_scores) + len(ood_scores)))
-    for start in range(0, id_draws.n, step):
-        rows = slice(start, min(start + step, id_draws.n))
-        _chunk_metrics(lay, np.take(id_draws.counts[rows], lay.id_order, axis=1),
-                       np.take(ood_draws.counts[rows], lay.ood_order, axis=1), out, rows)
-    return out
+    got = resampled_metrics_of(id_scores, {"": ood_scores}, id_draws, {"": ood_draws})[""]
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 class SharedDraws:
@@ -176,11 +313,24 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(lo), float(hi)
 
 
-def intervals(id_scores: np.ndarray, ood_scores: np.ndarray, id_draws: Resamples,
-              ood_draws: Resamples, level: float = 0.95) -> dict[str, float]:
-    """``{<metric>_lo, <metric>_hi}`` for every metric of :data:`METRICS`."""
-    values = resampled_metrics(id_scores, ood_scores, id_draws, ood_draws)
+def _percentiles(values: dict[str, np.ndarray], level: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for metric, v in values.items():
         out[f"{metric}_lo"], out[f"{metric}_hi"] = percentile_interval(v, level)
     return out
+
+
+def intervals(id_scores: np.ndarray, ood_scores: np.ndarray, id_draws: Resamples,
+              ood_draws: Resamples, level: float = 0.95) -> dict[str, float]:
+    """``{<metric>_lo, <metric>_hi}`` for every metric of :data:`METRICS`."""
+    return _percentiles(resampled_metrics(id_scores, ood_scores, id_draws, ood_draws), level)
+
+
+def intervals_of(id_scores: np.ndarray, ood: Mapping[str, np.ndarray], id_draws: Resamples,
+                 ood_draws: Mapping[str, Resamples], level: float = 0.95, workers: int = 1
+                 ) -> dict[str, dict[str, float] | Exception]:
+    """:func:`intervals` of one detector on each OOD set (or the error of that set), the ID
+    side shared (:func:`resampled_metrics_of`)."""
+    got = resampled_metrics_of(id_scores, ood, id_draws, ood_draws, workers)
+    return {key: v if isinstance(v, Exception) else _percentiles(v, level)
+            for key, v in got.items()}

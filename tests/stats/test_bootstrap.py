@@ -18,8 +18,9 @@ EXACT = {"auroc": 1e-12, "fpr95tpr": 1e-12, "aupr_in": 2e-6, "aupr_out": 2e-6}
 def test_each_resample_is_compute_metrics_on_the_drawn_rows(case) -> None:
     rng = np.random.default_rng(case)
     n_id, n_ood = rng.integers(2, 80, 2)
-    id_s = np.round(rng.normal(0, 1, n_id), 1)  # many ties
-    ood_s = np.round(rng.normal(0.8, 1, n_ood), 1)
+    id_s, ood_s = rng.normal(0, 1, n_id), rng.normal(0.8, 1, n_ood)
+    if case % 3 != 1:  # many ties (else continuous scores: none)
+        id_s, ood_s = np.round(id_s, 1), np.round(ood_s, 1)
     if case % 4 == 0:  # tied infinities on both sides
         id_s[:2], ood_s[:3] = np.inf, np.inf
     if case % 6 == 0:  # a constant detector
@@ -57,10 +58,36 @@ def test_chunking_does_not_change_the_result(monkeypatch) -> None:
     id_s, ood_s = rng.normal(0, 1, 120), rng.normal(1, 1, 80)
     id_d, ood_d = bs.draw(120, 50, 0, "id_test"), bs.draw(80, 50, 0, "ood/x")
     whole = bs.resampled_metrics(id_s, ood_s, id_d, ood_d)
-    monkeypatch.setattr(bs, "_CHUNK_CELLS", 450)  # two resamples per step
+    monkeypatch.setattr(bs, "_CHUNK_CELLS", 300)  # two resamples per step
     pieces = bs.resampled_metrics(id_s, ood_s, id_d, ood_d)
     for m in bs.METRICS:
         np.testing.assert_array_equal(whole[m], pieces[m])
+
+
+def test_sets_of_one_detector_share_the_id_side_and_threads_change_nothing(monkeypatch) -> None:
+    """Several OOD sets at once (tie-free ones read as views, tied ones gathered), on 1 and 2
+    threads, give each set's own resampled metrics bit for bit; a mismatched set gets its
+    error and the others their numbers."""
+    rng = np.random.default_rng(4)
+    id_s = rng.normal(0, 1, 300)
+    ood = {"smooth": rng.normal(1, 1, 200), "tied": np.round(rng.normal(1, 1, 150), 1),
+           "ties_id": np.concatenate([id_s[:40], rng.normal(2, 1, 60)])}
+    monkeypatch.setattr(bs, "_CHUNK_CELLS", 300 * 8)  # 8 chunks of 8 resamples
+    id_d = bs.draw(300, 64, 0, "id_test")
+    draws = {k: bs.draw(len(v), 64, 0, f"ood/{k}") for k, v in ood.items()}
+    alone = {k: bs.resampled_metrics(id_s, v, id_d, draws[k]) for k, v in ood.items()}
+    bad = {**ood, "short": np.ones(7)}
+    for workers in (1, 2):
+        got = bs.resampled_metrics_of(id_s, bad, id_d, {**draws, "short": bs.draw(9, 64, 0, "s")},
+                                      workers=workers)
+        assert isinstance(got["short"], ValueError)
+        for k in ood:
+            for m in bs.METRICS:
+                np.testing.assert_array_equal(got[k][m], alone[k][m])
+    for k, v in ood.items():  # and each resample is still compute_metrics on its rows
+        ref = compute_metrics(np.repeat(id_s, id_d.counts[5]), np.repeat(v, draws[k].counts[5]))
+        for m, tol in EXACT.items():
+            assert alone[k][m][5] == pytest.approx(ref[m], abs=tol), (k, m)
 
 
 def test_mismatched_counts_are_refused() -> None:
