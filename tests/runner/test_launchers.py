@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -81,7 +82,10 @@ def test_a_local_ray_cluster_runs_a_two_job_sweep(sweep, root, tmp_path) -> None
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     assert ray, "the ray command is missing beside an installed Ray"
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # Ray 2.60's `ray start` refuses token auth without a token (it makes none itself): the
+    # test's own, for the head and the submitting client alike
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     start = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2",
                             "--include-dashboard=false", "--object-store-memory=200000000",
                             "--disable-usage-stats"], env=env, capture_output=True, text=True,
