@@ -69,7 +69,11 @@ class _Side:
     gather. A class without ties has one sample per group."""
 
     values: np.ndarray  # the distinct scores, negated, ascending
-    order: np.ndarray  # the samples by decreasing score
+    first: np.ndarray  # each group's first sample (the samples by decreasing score, if no ties)
+    # the other members of the groups, level by level (the 2nd of each group with one, ...):
+    # (groups, samples) pairs, each group once per level; None: many ties (a segment sum)
+    extra: tuple[tuple[np.ndarray, np.ndarray], ...] | None
+    order: np.ndarray
     starts: np.ndarray | None  # where each group starts in ``order`` (None: no ties)
 
     @classmethod
@@ -80,14 +84,25 @@ class _Side:
         new[:1] = True
         np.not_equal(neg[1:], neg[:-1], out=new[1:])
         if new.all():
-            return cls(neg, order, None)
+            return cls(neg, order, (), order, None)
         starts = np.flatnonzero(new)
-        return cls(neg[starts], order, starts)
+        extra = None
+        dup = np.flatnonzero(~new)
+        if len(dup) <= len(neg) // 16:  # few ties: add the few extra members column by column
+            group = np.searchsorted(starts, dup, "right") - 1
+            level = dup - starts[group]
+            extra = tuple((group[level == k], order[dup[level == k]])
+                          for k in range(1, int(level.max()) + 1))
+        return cls(neg[starts], order[starts], extra, order, starts)
 
     def weights(self, counts: np.ndarray) -> np.ndarray:
         """Each resample's weight of each group (``counts``: draws of the rows, as given)."""
-        w = np.take(counts, self.order, axis=1)
-        return w if self.starts is None else np.add.reduceat(w, self.starts, axis=1)
+        if self.extra is None:  # many ties: one segment sum over the sorted samples
+            return np.add.reduceat(np.take(counts, self.order, axis=1), self.starts, axis=1)
+        w = np.take(counts, self.first, axis=1)
+        for groups, samples in self.extra:
+            w[:, groups] += counts[:, samples]
+        return w
 
     def among(self, other: _Side) -> tuple[slice | np.ndarray, slice | np.ndarray, bool]:
         """How much of ``self`` scores strictly above / at or above each group of ``other``

@@ -70,8 +70,13 @@ def test_sets_of_one_detector_share_the_id_side_and_threads_change_nothing(monke
     error and the others their numbers."""
     rng = np.random.default_rng(4)
     id_s = rng.normal(0, 1, 300)
+    id_s[7:9] = id_s[6]  # a few ties (their members added one by one), and many (a segment sum)
+    few = rng.normal(1, 1, 200)
+    few[10:13], few[50] = few[0], few[1]
     ood = {"smooth": rng.normal(1, 1, 200), "tied": np.round(rng.normal(1, 1, 150), 1),
-           "ties_id": np.concatenate([id_s[:40], rng.normal(2, 1, 60)])}
+           "few_ties": few, "ties_id": np.concatenate([id_s[:40], rng.normal(2, 1, 60)])}
+    assert bs._Side.of(id_s).extra and bs._Side.of(few).extra
+    assert bs._Side.of(ood["tied"]).extra is None
     monkeypatch.setattr(bs, "_CHUNK_CELLS", 300 * 8)  # 8 chunks of 8 resamples
     id_d = bs.draw(300, 64, 0, "id_test")
     draws = {k: bs.draw(len(v), 64, 0, f"ood/{k}") for k, v in ood.items()}
