@@ -6,6 +6,8 @@ For every cache-capable detector of every library (those that do not run the mod
 
 * (a) ``forward_pass_s``: one forward pass over every image involved (fit, calibration, ID
   test, each OOD set; feature maps too, since a selected detector reads them), nothing cached;
+  the mean of a pass just before (b) and one just after, since this machine's speed drifts
+  within minutes (both are kept);
 * (d) ``detector_compute_s``: the sum of the detectors' own fit + scoring time in (b);
 * (b) ``sweep_s``: the whole sweep in one process (``ood-bench`` with every one of those
   detectors: data, backbone, extraction, detectors, intervals, tables), in a fresh cache;
@@ -39,11 +41,19 @@ from adapters.registry import import_library
 from benchmark import compute
 from benchmark.config_groups import expand_patterns
 from benchmark.paths import REPO, scrub_paths
+from benchmark.pipeline.backbones import Recipe, get_backbone
 from benchmark.pipeline.features import forward_pass
 from benchmark.render import CONVENTION, markdown_table
 from benchmark.representations import Representations
 from benchmark.runner.evaluate import build, evaluate_detector
-from benchmark.runner.prepare import prepare
+from benchmark.runner.prepare import (
+    backbone_spec,
+    cache_root,
+    input_transform,
+    load_sets,
+    prepare,
+    resolve_device,
+)
 from benchmark.runner.run import run
 from benchmark.studies.paper_tables import run_config
 
@@ -119,6 +129,25 @@ def compute_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def forward_all(model: Any, sets: dict[str, Any], transform: Any, device: torch.device,
+                maps: bool, batch_size: int) -> float:
+    """(a): seconds of one forward pass over every image involved (the training set aside)."""
+    t0 = time.perf_counter()
+    for name, images in sets.items():
+        if name != "train":
+            forward_pass(model, images, transform, device, batch_size, with_maps=maps)
+    return time.perf_counter() - t0
+
+
+def forward_before(cfg: Any, maps: bool) -> float:
+    """(a) on the run's images and loaded model, before the sweep has cached anything."""
+    sets, _, _ = load_sets(cfg)
+    transform, device = input_transform(cfg), resolve_device(cfg.device)
+    model = get_backbone(backbone_spec(cfg), {}, Recipe(**cfg.backbone.recipe), sets["train"],
+                         transform, cache_root(cfg), device, cfg.backbone.checkpoint).model
+    return forward_all(model, sets, transform, device, maps, int(cfg.data.batch_size))
+
+
 def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES,
           naive_too: bool = True) -> dict[str, Any]:
     overrides = [*PAIRS[pair], *extra]
@@ -138,6 +167,13 @@ def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES
         cfg_b.detectors = specs
     maps = any(build(s).consumes == Consumes.FEATURE_MAPS for s in specs.values())
     print(f"[{pair}] {len(specs)} cache-capable detectors; feature maps: {maps}")
+    # (a) before (b) too: this machine's speed drifts by up to a quarter within minutes, so
+    # (a) is the mean of a pass just before and one just after the sweep (both kept)
+    cfg_a = cfg_b.copy()
+    with open_dict(cfg_a):
+        cfg_a.cache_dir = str(workdir / "cache-a")  # (b)'s cache stays fresh
+    with compute.pinned(compute.ComputeSettings.from_config(cfg_a)):
+        before = forward_before(cfg_a, maps)
     t0 = time.perf_counter()
     frame = run(cfg_b, workdir / "sweep")
     sweep_s = time.perf_counter() - t0
@@ -148,12 +184,8 @@ def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES
     with compute.pinned(compute.ComputeSettings.from_config(cfg_b)):
         prep = prepare(cfg_b, maps)  # from cache-b: the sets and the model, nothing computed
         model, device, bs = prep.backbone.model, prep.device, int(cfg_b.data.batch_size)
-        # (a) one forward pass over every image involved
-        t0 = time.perf_counter()
-        for name, images in prep.sets.items():
-            if name != "train":
-                forward_pass(model, images, prep.transform, device, bs, with_maps=maps)
-        forward_s = time.perf_counter() - t0
+        after = forward_all(model, prep.sets, prep.transform, device, maps, bs)  # (a) again
+        forward_s = (before + after) / 2
         # (c) naive: each detector its own forward passes
         naive = {}
         for det, spec in (specs if naive_too else {}).items():
@@ -191,7 +223,8 @@ def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES
         "feature_maps": maps, "device": str(device), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "import_seconds": imports,
-        "forward_pass_s": forward_s, "detector_compute_s": detector_s, "sweep_s": sweep_s,
+        "forward_pass_s": forward_s, "forward_pass_before_after_s": [before, after],
+        "detector_compute_s": detector_s, "sweep_s": sweep_s,
         "naive_s": naive_s,
         "sweep_parts_s": {k: timings.get(k) for k in ("data_seconds", "backbone_seconds",
                                                      "extraction_seconds", "detectors_seconds",
@@ -223,7 +256,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['feature_maps']}).", "", f"> {CONVENTION}", "",
         markdown_table(["measure", "seconds", "note"], [
             ["(a) one forward pass over every image", f"{r['forward_pass_s']:.1f}",
-             "nothing cached"],
+             "nothing cached" + ("; mean of {:.1f} just before and {:.1f} just after (b)"
+                                 .format(*r["forward_pass_before_after_s"])
+                                 if "forward_pass_before_after_s" in r else "")],
             ["(d) detectors' own fit + scoring, summed", f"{total:.1f}",
              f"{r['detectors_ok']}/{r['detectors']} ok"],
             ["(b) the whole sweep in one process", f"{r['sweep_s']:.1f}",
