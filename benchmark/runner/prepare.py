@@ -3,7 +3,6 @@ forward pass per split (cached by content)."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -21,7 +20,7 @@ from benchmark.pipeline import data as data_mod
 from benchmark.pipeline.backbones import Backbone, BackboneError, Recipe, get_backbone
 from benchmark.pipeline.features import extract
 from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec, weights_input
-from benchmark.representations import InputBatches, Network, Representations
+from benchmark.representations import InputBatches, Network, PrivateNetwork, Representations
 from benchmark.results import ID_TEST, OOD_PREFIX, ood_key
 
 log = logging.getLogger(__name__)
@@ -310,7 +309,8 @@ def input_batches(images: data_mod.ImageSet, transform: data_mod.InputTransform,
 
 
 def private_network(prep: Prepared, batch_size: int) -> Network:
-    """A deep copy of the backbone, in eval mode, for one detector alone to use (or mutate)."""
-    return Network(copy.deepcopy(prep.backbone.model).eval(), prep.device,
-                   num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
-                   input_mean=prep.transform.mean, input_std=prep.transform.std)
+    """A deep copy of the backbone, in eval mode, for one detector alone to use (or mutate),
+    made when the detector first touches it."""
+    return PrivateNetwork(prep.backbone.model, prep.device,
+                          num_classes=prep.reps["fit"].num_classes, batch_size=batch_size,
+                          input_mean=prep.transform.mean, input_std=prep.transform.std)
