@@ -113,8 +113,7 @@ class PrivateNetwork(Network):
     """A :class:`Network` whose model is a deep copy of ``source``, made on first use.
 
     Each detector gets its own copy (none can mutate another's); most detectors of a sweep read
-    cached representations only and never touch the model, so they cost no copy (~20 ms of a
-    ResNet-20 each, 1.4 s over a 76-detector sweep)."""
+    cached representations only and never touch the model, so they cost no copy."""
 
     def __init__(self, source: nn.Module, device: torch.device, num_classes: int,
                  batch_size: int = 256, input_mean: tuple[float, ...] | None = None,

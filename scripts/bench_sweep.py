@@ -41,19 +41,11 @@ from adapters.registry import import_library
 from benchmark import compute
 from benchmark.config_groups import expand_patterns
 from benchmark.paths import REPO, scrub_paths
-from benchmark.pipeline.backbones import Recipe, get_backbone
 from benchmark.pipeline.features import forward_pass
 from benchmark.render import CONVENTION, markdown_table
 from benchmark.representations import Representations
 from benchmark.runner.evaluate import build, evaluate_detector
-from benchmark.runner.prepare import (
-    backbone_spec,
-    cache_root,
-    input_transform,
-    load_sets,
-    prepare,
-    resolve_device,
-)
+from benchmark.runner.prepare import data_and_backbone, prepare
 from benchmark.runner.run import run
 from benchmark.studies.paper_tables import run_config
 
@@ -147,11 +139,8 @@ def forward_all(model: Any, sets: dict[str, Any], transform: Any, device: torch.
 
 def forward_before(cfg: Any, maps: bool) -> float:
     """(a) on the run's images and loaded model, before the sweep has cached anything."""
-    sets, _, _ = load_sets(cfg)
-    transform, device = input_transform(cfg), resolve_device(cfg.device)
-    model = get_backbone(backbone_spec(cfg), {}, Recipe(**cfg.backbone.recipe), sets["train"],
-                         transform, cache_root(cfg), device, cfg.backbone.checkpoint).model
-    return forward_all(model, sets, transform, device, maps, int(cfg.data.batch_size))
+    sets, _, _, transform, backbone, device, _, _ = data_and_backbone(cfg)
+    return forward_all(backbone.model, sets, transform, device, maps, int(cfg.data.batch_size))
 
 
 def bench(pair: str, workdir: Path, extra: list[str], detectors: str = LIBRARIES,
@@ -313,13 +302,14 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
-        for pair in args.pairs:
-            r = json.loads((args.out / f"{pair}.json").read_text())
-            r.setdefault("overhead_ratio_without_intervals", (
-                r["sweep_s"] - r["sweep_parts_s"]["bootstrap_seconds"])
-                / (r["forward_pass_s"] + r["detector_compute_s"]))
-            (args.out / f"{pair}.json").write_text(json.dumps(r, indent=2) + "\n")
-            (args.out / f"{pair}.md").write_text(markdown(r))
+        for pair in args.pairs:  # <pair>.json and its other runs (<pair>.overhead*.json)
+            for path in sorted(args.out.glob(f"{pair}.*json")):
+                r = json.loads(path.read_text())
+                r.setdefault("overhead_ratio_without_intervals", (
+                    r["sweep_s"] - r["sweep_parts_s"]["bootstrap_seconds"])
+                    / (r["forward_pass_s"] + r["detector_compute_s"]))
+                path.write_text(json.dumps(r, indent=2) + "\n")
+                path.with_suffix(".md").write_text(markdown(r))
         return
     for pair in args.pairs:
         with tempfile.TemporaryDirectory(prefix=f"bench-{pair}-") as tmp:

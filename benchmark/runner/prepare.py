@@ -262,8 +262,12 @@ def input_transform(cfg: DictConfig) -> data_mod.InputTransform:
                                    tuple(values["mean"]), tuple(values["std"]))
 
 
-def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
-    """Data, backbone (trained or loaded) and the representations of every split."""
+def data_and_backbone(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet],
+                                                 data_mod.IDSplits, dict[str, str],
+                                                 data_mod.InputTransform, Backbone,
+                                                 torch.device, float, float]:
+    """The images of every split and the backbone (trained or loaded), nothing extracted:
+    ``(sets, splits, skipped, transform, backbone, device, data_seconds, backbone_seconds)``."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     sets, splits, skipped = load_sets(cfg)
@@ -274,6 +278,13 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
                             transform, cache_root(cfg), device, bb.checkpoint)
     _check_classes(cfg, backbone, sets["train"])
     t_backbone = time.perf_counter() - t0 - t_data
+    return sets, splits, skipped, transform, backbone, device, t_data, t_backbone
+
+
+def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
+    """Data, backbone (trained or loaded) and the representations of every split."""
+    (sets, splits, skipped, transform, backbone, device, t_data,
+     t_backbone) = data_and_backbone(cfg)
     reps: dict[str, Representations] = {}
     hits: dict[str, bool] = {}
     t1 = time.perf_counter()
