@@ -28,7 +28,7 @@ from typing import Any
 
 from adapters.base import Detector, DetectorError, LibraryInfo
 
-BUILTIN = ("pytorch_ood", "openood", "oodeel", "inhouse")
+BUILTIN = ("pytorch_ood", "openood", "oodeel", "inhouse", "anomaly")
 ENTRY_POINT_GROUP = "ood_bench.adapters"
 
 

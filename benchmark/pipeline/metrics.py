@@ -7,7 +7,9 @@ Definitions follow pytorch-ood 0.4.0 (`OODMetrics`), so numbers are comparable a
 - FPR@95TPR: fraction of ID samples flagged as OOD at the first threshold where >= 95 % of the
   OOD samples are detected.
 - Detection accuracy / precision / recall / F1 at the Youden-optimal threshold (max TPR - FPR),
-  flagging OOD when score >= threshold.
+  flagging OOD when score >= threshold: picked on the test scores themselves (``detection_*``,
+  an oracle), or on validation scores and applied to the test ones (``*_at_val``: the
+  anomaly track's rule).
 
 The same convention in words is ``benchmark.render.CONVENTION``, stated above every table.
 """
@@ -82,23 +84,51 @@ def compute_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, 
 
     youden = int(np.argmax(tpr[1:] - fpr[1:]))  # skip the (0, 0) point: no threshold there
     threshold = float(out.thresholds[youden])
-    flagged = scores >= threshold
-    tp = int((flagged & is_ood).sum())
-    fp = int((flagged & ~is_ood).sum())
-    fn = int((~flagged & is_ood).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    at = _at_threshold(scores, is_ood, threshold)
     return {
         "auroc": _area(fpr, tpr),
         "aupr_in": _aupr(inn),
         "aupr_out": _aupr(out),
         "fpr95tpr": float(fpr[min(idx, len(fpr) - 1)]),
         "detection_threshold": threshold,
-        "detection_accuracy": float((flagged == is_ood).mean()),
-        "detection_precision": precision,
-        "detection_recall": recall,
-        "detection_f1": 2 * precision * recall / (precision + recall) if tp else 0.0,
+        **{f"detection_{name}": value for name, value in at.items()},
     }
+
+
+def _at_threshold(scores: np.ndarray, is_ood: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of flagging ``score >= threshold`` as OOD."""
+    flagged = scores >= threshold
+    tp = int((flagged & is_ood).sum())
+    fp = int((flagged & ~is_ood).sum())
+    fn = int((~flagged & is_ood).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"accuracy": float((flagged == is_ood).mean()), "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if tp else 0.0}
+
+
+def youden_threshold(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """The score threshold with the largest TPR - FPR on these (validation) scores."""
+    id_scores, ood_scores = _validate(id_scores, ood_scores)
+    scores = np.r_[id_scores, ood_scores]
+    is_ood = np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)]
+    c = _counts(scores, is_ood)
+    fpr, tpr = _roc(c)
+    return float(c.thresholds[int(np.argmax(tpr[1:] - fpr[1:]))])
+
+
+def metrics_at_validation_threshold(id_scores: np.ndarray, ood_scores: np.ndarray,
+                                    val_id: np.ndarray, val_ood: np.ndarray
+                                    ) -> dict[str, float]:
+    """Test accuracy / precision / recall / F1 at the Youden threshold picked on the validation
+    scores (the anomaly track's decision rule: nothing of the test split picks it)."""
+    threshold = youden_threshold(val_id, val_ood)
+    id_scores, ood_scores = _validate(id_scores, ood_scores)
+    at = _at_threshold(np.r_[id_scores, ood_scores],
+                       np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)],
+                       threshold)
+    return {"val_threshold": threshold, **{f"{name}_at_val": v for name, v in at.items()}}
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -82,6 +82,46 @@ def crop(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndar
     return _to_uint8(out)
 
 
+def line_dropout(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Transmission-style damage: runs of image rows lost (black) or repeated from the row
+    above, as a dropped or stalled line of a transmitted frame; every image gets at least one
+    lost run (an undamaged "anomaly" would be a wrong label)."""
+    share = (0.05, 0.10, 0.15, 0.25, 0.35)[severity - 1]  # expected share of damaged rows
+    out = images.copy()
+    n, h = images.shape[:2]
+    for i in range(n):
+        row = 0
+        while row < h:
+            if rng.random() < share / 2:
+                length = int(rng.integers(1, 4))
+                lost = slice(row, min(h, row + length))
+                out[i, lost] = 0 if rng.random() < 0.5 or row == 0 else out[i, row - 1]
+                row += length
+            else:
+                row += 1
+        if (out[i] == images[i]).all():  # every image is damaged: at least one lost run
+            top = int(rng.integers(0, h))
+            out[i, top:top + int(rng.integers(1, 4))] = 0
+    return out
+
+
+UPLOAD_CORRUPTIONS = ("gaussian_noise", "jpeg", "blur", "rotation", "crop", "line_dropout")
+
+
+def mixed_uploads(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Corrupted uploads: each image gets one corruption of ``UPLOAD_CORRUPTIONS`` at one
+    severity 1-5, both drawn per image (seeded; ``severity`` unused)."""
+    kinds = rng.integers(0, len(UPLOAD_CORRUPTIONS), len(images))
+    levels = rng.integers(1, 6, len(images))
+    out = np.empty_like(images)
+    for k, name in enumerate(UPLOAD_CORRUPTIONS):
+        for level in SEVERITY:
+            rows = np.flatnonzero((kinds == k) & (levels == level))
+            if len(rows):
+                out[rows] = SHIFTS[name](images[rows], level, rng)
+    return out
+
+
 def uniform_noise(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Pure noise images of the same shape (severity unused)."""
     return rng.integers(0, 256, images.shape, dtype=np.uint8)
@@ -114,6 +154,8 @@ SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] 
     "jpeg": jpeg,
     "rotation": rotation,
     "crop": crop,
+    "line_dropout": line_dropout,
+    "mixed_uploads": mixed_uploads,
     "uniform_noise": uniform_noise,
     "gaussian_noise_images": gaussian_noise_images,
     "invert": invert,
@@ -136,4 +178,19 @@ def shifted(data: ImageSet, kind: str, severity: int = 3, seed: int = 0) -> Imag
     return ImageSet(name=f"{data.name}-{kind}{level}", split=data.split, images=images,
                     labels=data.labels.copy(),
                     source=f"{data.source} + shift {kind}" + (f"@{level}" if level else ""),
+                    origin=data.origin, _hash=ident)
+
+
+def grayscale(data: ImageSet) -> ImageSet:
+    """``data`` as one-channel luma (ITU-R 601, as PIL's "L"): the uploads of the anomaly
+    track are grayscale. Labels kept; the identity records the conversion."""
+    images = np.asarray(data.images)
+    if images.shape[-1] == 1:
+        return data
+    luma = np.rint(images[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114],
+                                                                  np.float32))
+    ident = hashlib.sha256(f"{data.content_hash}|grayscale".encode()).hexdigest()
+    return ImageSet(name=data.name, split=data.split,
+                    images=np.clip(luma, 0, 255).astype(np.uint8)[..., None],
+                    labels=data.labels.copy(), source=f"{data.source} + grayscale",
                     origin=data.origin, _hash=ident)

@@ -2,10 +2,11 @@
 
 A library's ``LIBRARY_INFO.analyses`` names a module with ``TITLE`` (the heading of its file)
 and ``analyse(det_id, detector, reps, folder, link, settings) -> str`` (a Markdown section;
-files go to ``folder``, linked from the section as ``link/<file>``). The runner writes
-``analysis_<library>.md`` with one section per detector of that library. Results are cached
-under the detector's score key, the analysis code and the settings; on a score-cache hit the
-detector is fitted again only when the analysis itself is not cached.
+files go to ``folder``, linked from the section as ``link/<file>``), and optionally
+``applies(spec) -> bool`` (the detectors it analyses; default: all of the library's). The
+runner writes ``analysis_<library>.md`` with one section per detector of that library.
+Results are cached under the detector's score key, the analysis code and the settings; on a
+score-cache hit the detector is fitted again only when the analysis itself is not cached.
 """
 
 from __future__ import annotations
@@ -89,8 +90,14 @@ def write_analyses(library: str, fitted: dict[str, Fitted], reps: dict[str, Repr
     module = hook(library)
     if module is None or not fitted:
         return None
+    if not [s for s in fitted.values()
+            if getattr(module, "applies", None) is None or module.applies(s.spec)]:
+        return None
     sections = []
+    applies = getattr(module, "applies", None)  # optional: which detectors it analyses
     for det_id, one in fitted.items():
+        if applies is not None and not applies(one.spec):
+            continue
         try:
             sections.append(_section(det_id, library, module, one, reps, network, out_dir,
                                      settings, cache_dir))

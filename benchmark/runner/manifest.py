@@ -76,7 +76,7 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({compute.cpu_model()}, {torch.get_num_threads()} threads)"
 
 
-def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float, out_dir: Path,
+def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float | None, out_dir: Path,
                    extra: dict[str, Any] | None = None) -> dict:
     """Write ``manifest.json``; ``extra`` adds top-level entries (e.g. tuning records)."""
     manifest = {

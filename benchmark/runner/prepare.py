@@ -39,6 +39,7 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    task: str = "ood"
 
     @property
     def ood_keys(self) -> list[str]:
@@ -46,8 +47,10 @@ class Prepared:
 
     @property
     def scored_keys(self) -> list[str]:
-        """The splits every detector scores: ID test, then each OOD set."""
-        return [ID_TEST, *self.ood_keys]
+        """The splits every detector scores: ID test, then each OOD set (and, for an anomaly
+        pair, the validation splits its decision threshold is picked on)."""
+        extra = [VALIDATION, VALIDATION_OOD] if self.task == ANOMALY else []
+        return [ID_TEST, *self.ood_keys, *[k for k in extra if k in self.reps]]
 
 
 def cache_root(cfg: DictConfig) -> Path:
@@ -62,11 +65,62 @@ def resolve_device(name: str) -> torch.device:
 
 VALIDATION = "validation"  # ID rows held out for tuning
 VALIDATION_OOD = "validation_ood"  # OOD rows for tuning, disjoint from every OOD test set
+ANOMALY = "anomaly"  # pair.task of the anomaly-detection track
 
 
 def tuning(cfg: DictConfig) -> bool:
     """Whether detectors with a search space are tuned on a validation split (``tune``)."""
     return bool(cfg.get("tune", False))
+
+
+def task(cfg: DictConfig) -> str:
+    """``pair.task``: ``ood`` (a classifier's ID vs OOD inputs; the default) or ``anomaly``
+    (normal vs anomalous images; the backbone is only a feature extractor trained on other
+    data, and every detector's decision threshold is picked on the validation splits)."""
+    value = str(cfg.pair.get("task") or "ood")
+    if value not in ("ood", ANOMALY):
+        raise data_mod.DataError(f"pair {cfg.pair.name}: task={value!r}; valid: ood, anomaly")
+    return value
+
+
+def with_validation(cfg: DictConfig) -> bool:
+    """Whether the run builds validation splits: for tuning, and always on an anomaly pair."""
+    return tuning(cfg) or task(cfg) == ANOMALY
+
+
+def data_settings(cfg: DictConfig) -> DictConfig:
+    """``cfg.data`` with the pair's own ``data`` block on top: a protocol that fixes its split
+    sizes (one class of CIFAR-10 has 5,000 training images) says so in its pair config;
+    change them there, or with ``pair.data.<key>=...``."""
+    extra = cfg.pair.get("data")
+    return OmegaConf.merge(cfg.data, extra) if extra else cfg.data
+
+
+SELECT_KEYS = ("classes", "exclude_classes")
+
+
+def selected(images: data_mod.ImageSet, spec, where: str) -> data_mod.ImageSet:
+    """The rows of ``images`` whose label is in ``spec.classes`` and not in
+    ``spec.exclude_classes`` (a protocol's normal class, its anomalies); all without them."""
+    keep, drop = spec.get("classes"), spec.get("exclude_classes")
+    if keep is None and drop is None:
+        return images
+    mask = np.ones(len(images), dtype=bool)
+    if keep is not None:
+        mask &= np.isin(images.labels, [int(c) for c in keep])
+    if drop is not None:
+        mask &= ~np.isin(images.labels, [int(c) for c in drop])
+    if not mask.any():
+        raise data_mod.DataError(
+            f"{where}: no image of {images.name}/{images.split} ({images.source}) has a label "
+            f"in classes={_plain(keep)} and outside exclude_classes={_plain(drop)}; labels "
+            f"there: {sorted(np.unique(images.labels).tolist())[:20]}")
+    return images.take(np.flatnonzero(mask))
+
+
+def _converted(images: data_mod.ImageSet, cfg: DictConfig) -> data_mod.ImageSet:
+    """A loaded set as the pair reads it (``pair.grayscale``: one-channel luma)."""
+    return shifts.grayscale(images) if cfg.pair.get("grayscale") else images
 
 
 def data_roots(d: DictConfig) -> list[Path]:
@@ -126,7 +180,8 @@ def load_sets(
     had (no local copy, no download) are skipped; the third value maps their names to the
     reason.
     """
-    d, pair = cfg.data, cfg.pair
+    d, pair = data_settings(cfg), cfg.pair
+    anomaly = task(cfg) == ANOMALY
     dirs = tuple(runtime_dirs())
     kw = {"roots": data_roots(d), "download": bool(d.download),
           "download_dir": Path(d.download_dir).expanduser(), "dirs": dirs}
@@ -135,14 +190,17 @@ def load_sets(
         _size(d, key)
     minimum = int(d.get("min_set_size", 1) or 1)
     id_entry = id_dataset_entry(cfg)
-    id_train = data_mod.load(id_entry, pair.id.train_split, **kw)
-    id_test = data_mod.load(id_entry, pair.id.test_split, **kw)
+    where = f"pair {pair.name} (id)"
+    id_train = selected(_converted(data_mod.load(id_entry, pair.id.train_split, **kw), cfg),
+                        pair.id, where)
+    id_test = selected(_converted(data_mod.load(id_entry, pair.id.test_split, **kw), cfg),
+                       pair.id, where)
     num_classes = id_entry.num_classes or int((cfg.backbone.get("params") or {}).get(
         "num_classes", 0) or 0)
-    if num_classes:
+    if num_classes and not anomaly:  # an anomaly pair's labels only pick its normal class
         checks.check_id_labels(id_train.labels, num_classes, id_train.source, every_class=True)
         checks.check_id_labels(id_test.labels, num_classes, id_test.source, every_class=False)
-    validation_size = int(d.get("validation_size") or 0) if tuning(cfg) else 0
+    validation_size = int(d.get("validation_size") or 0) if with_validation(cfg) else 0
     splits = data_mod.plan_id_splits(len(id_train), d.split_seed, d.calibration_size,
                                      d.fit_size, d.get("train_size"), validation_size)
     sets = {
@@ -159,11 +217,13 @@ def load_sets(
         spec = pair.get("validation")
         if not spec:
             raise data_mod.DataError(
-                f"tune=true needs OOD validation images: pair {pair.name} has no `validation: "
+                f"{'an anomaly pair' if anomaly else 'tune=true'} needs OOD validation images: "
+                f"pair {pair.name} has no `validation: "
                 "{dataset: ..., split: ..., size: ...}` entry (configs/pair/" + str(pair.name)
                 + ".yaml); add one whose images are not in any OOD test set")
-        source = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw,
-                               name=f"{pair.name}-validation")
+        source = selected(_converted(data_mod.load(
+            _plain(spec.dataset), spec.get("split"), **kw, name=f"{pair.name}-validation"), cfg),
+            spec, f"pair {pair.name} (validation)")
         if spec.size >= len(source):
             raise data_mod.DataError(f"pair {pair.name}: validation size {spec.size} must be "
                                      f"< the {len(source)} images of {source.name}/"
@@ -172,11 +232,16 @@ def load_sets(
             len(source), size=spec.size, replace=False))
         sets[VALIDATION_OOD] = source.take(rows, split=VALIDATION_OOD)
         held_out = (source.content_hash, source.split, rows)
+        if spec.get("shift"):  # e.g. corrupted uploads: validation anomalies are corrupted too
+            sets[VALIDATION_OOD] = shifts.shifted(sets[VALIDATION_OOD], spec.shift.kind,
+                                                  spec.shift.get("severity", 3),
+                                                  d.split_seed + 1)
     skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
         _check_ood_spec(str(pair.name), str(ood_name), spec)
         try:
             ood = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw, name=ood_name)
+            ood = selected(_converted(ood, cfg), spec, f"pair {pair.name}: OOD set {ood_name!r}")
         except data_mod.DataUnavailable as exc:  # damaged or wrong files are errors
             if not spec.get("optional", False):
                 raise
@@ -193,7 +258,7 @@ def load_sets(
     return sets, splits, skipped
 
 
-OOD_KEYS = ("dataset", "split", "group", "optional", "shift")
+OOD_KEYS = ("dataset", "split", "group", "optional", "shift", *SELECT_KEYS)
 
 
 def _check_ood_spec(pair: str, name: str, spec) -> None:
@@ -274,9 +339,18 @@ def data_and_backbone(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet],
     bb = cfg.backbone
     transform = input_transform(cfg)
     t_data = time.perf_counter() - t0
+    anomaly = task(cfg) == ANOMALY
+    if anomaly and not bb.get("checkpoint") and not bb.get("weights"):
+        raise BackboneError(
+            f"pair {cfg.pair.name} is an anomaly-detection pair: its feature detectors read a "
+            "backbone trained on other data (never on this pair's images or labels), so "
+            f"backbone {bb.name} needs a checkpoint or pretrained weights; use "
+            "backbone=resnet20_tin (trained on Tiny ImageNet, committed) or "
+            "backbone.checkpoint=<your file>")
     backbone = get_backbone(backbone_spec(cfg), {}, Recipe(**bb.recipe), sets["train"],
                             transform, cache_root(cfg), device, bb.checkpoint)
-    _check_classes(cfg, backbone, sets["train"])
+    if not anomaly:  # an anomaly pair's backbone is a feature extractor: its head is unused
+        _check_classes(cfg, backbone, sets["train"])
     t_backbone = time.perf_counter() - t0 - t_data
     return sets, splits, skipped, transform, backbone, device, t_data, t_backbone
 
@@ -298,7 +372,8 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
         reps[name].inputs = input_batches(sets[name], transform, cfg.data.batch_size)
     timings = {"data_seconds": t_data, "backbone_seconds": t_backbone,
                "extraction_seconds": time.perf_counter() - t1}
-    return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped)
+    return Prepared(backbone, transform, splits, sets, reps, device, timings, hits, skipped,
+                    task(cfg))
 
 
 def _check_classes(cfg: DictConfig, backbone: Backbone, train: data_mod.ImageSet) -> None:

@@ -22,7 +22,11 @@ from tqdm.auto import tqdm
 from adapters.registry import libraries
 from benchmark import compute, store
 from benchmark.pipeline.data import DataError
-from benchmark.pipeline.metrics import accuracy, compute_metrics
+from benchmark.pipeline.metrics import (
+    accuracy,
+    compute_metrics,
+    metrics_at_validation_threshold,
+)
 from benchmark.results import ID_TEST, OOD_PREFIX, load_scores, read_manifest, save_scores
 from benchmark.runner import score_cache, tuning
 from benchmark.runner.analyses import Fitted, hook, write_analyses
@@ -35,6 +39,7 @@ from benchmark.runner.evaluate import (
 )
 from benchmark.runner.manifest import write_manifest
 from benchmark.runner.prepare import (
+    ANOMALY,
     VALIDATION,
     VALIDATION_OOD,
     Prepared,
@@ -103,6 +108,10 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
     with bootstrap intervals when ``draws`` asks for them."""
     id_reps = prep.reps[ID_TEST]
     id_scores = out.scores.get(ID_TEST)
+    anomaly = prep.task == ANOMALY
+    # an anomaly pair's backbone is a feature extractor trained on other classes: no accuracy
+    id_acc = float("nan") if anomaly else accuracy(id_reps.predictions, id_reps.labels)
+    validation = [out.scores.get(k) for k in (VALIDATION, VALIDATION_OOD)]
     alpha = float(cfg.get("decision_alpha") or 0.05)
     threshold = level_threshold(spec, alpha)
     cells: dict[str, dict[str, float] | Exception] = {}
@@ -116,7 +125,7 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
             "library": spec["library"], "detector": det_id, "backbone": cfg.backbone.name,
             "id_dataset": cfg.pair.id.dataset, "ood_dataset": name,
             "ood_group": cfg.pair.ood[name].group,
-            "id_accuracy": accuracy(id_reps.predictions, id_reps.labels),
+            "id_accuracy": id_acc,
             "fit_seconds": out.fit_seconds, "import_seconds": out.import_seconds,
             "score_seconds": out.score_seconds.get(key),
             "id_score_seconds": out.score_seconds.get(ID_TEST), "n_id": len(id_reps),
@@ -129,6 +138,10 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
         else:
             try:
                 row.update(compute_metrics(id_scores, out.scores[key]))
+                if anomaly and all(v is not None for v in validation):
+                    # the decision threshold of the anomaly track: Youden's on validation
+                    row.update(metrics_at_validation_threshold(id_scores, out.scores[key],
+                                                               *validation))
                 if threshold is not None:  # the detector's own decision rule at level alpha
                     row.update(decision_rates(id_scores, out.scores[key], threshold, alpha,
                                               draws.level if draws is not None else 0.95))
@@ -183,15 +196,17 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     if not specs:
         raise DataError("no detectors selected; pick some with detector=<option>")
     prep = prepare(cfg, needs_feature_maps(specs))
-    id_acc = accuracy(prep.reps[ID_TEST].predictions, prep.reps[ID_TEST].labels)
+    id_acc = (float("nan") if prep.task == ANOMALY
+              else accuracy(prep.reps[ID_TEST].predictions, prep.reps[ID_TEST].labels))
     log.info("backbone %s: ID test accuracy %.4f (checkpoint %s)", cfg.backbone.name, id_acc,
              prep.backbone.checkpoint)
     settings = OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True)
     analysed = {lib for lib in {s["library"] for s in specs.values()}
                 if settings.get(lib, True) and hook(lib) is not None}
-    # the splits a detector fits on and is tested on (tuning's validation splits apart)
+    # the splits a detector fits on and is tested on (tuning's validation splits apart, but for
+    # an anomaly pair, whose every detector scores them to pick its threshold)
     rep_keys = {name: reps.key for name, reps in prep.reps.items()
-                if name not in (VALIDATION, VALIDATION_OOD)}
+                if prep.task == ANOMALY or name not in (VALIDATION, VALIDATION_OOD)}
     rows: list[dict[str, Any]] = []
     tuned: dict[str, Any] = {}
     draws = Draws(cfg, prep)
@@ -233,7 +248,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     extra: dict[str, Any] = {"tuning": tuned} if tuned else {}
     if interrupted:
         extra["interrupted"] = True
-    write_manifest(cfg, prep, id_acc, out_dir, extra or None)
+    write_manifest(cfg, prep, None if prep.task == ANOMALY else id_acc, out_dir, extra or None)
     if interrupted:
         raise KeyboardInterrupt
     if cfg.get("store"):

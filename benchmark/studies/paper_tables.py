@@ -281,7 +281,19 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
     spec = spec or load_table(name)
     left_out: dict[str, dict[int, str]] = {}
     shutil.rmtree(out_root / f"{name}_runs", ignore_errors=True)  # no stale run copies
-    if spec.get("kind", "cells") == "agreement":
+    if spec.get("kind", "cells") == "anomaly":
+        from benchmark.studies import anomaly_table
+
+        spec = anomaly_table.expand_runs(spec)
+        rows = {label: row_detector(r) for label, r in spec["detectors"].items()}
+        options = list(dict.fromkeys(option for option, _ in rows.values()))
+        runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
+        long = anomaly_table.records(spec, runs, rows)
+        markdown = anomaly_table.markdown(spec, long, runs, rows, extra, out_root)
+        wide = long.assign(cell=long.auroc.map(lambda v: "—" if pd.isna(v) else f"{v:.4f}"),
+                           column=long.protocol + " " + long.run + " " + long.ood).pivot(
+            index="row", columns="column", values="cell").loc[list(rows)]
+    elif spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
         runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
         long = agreement_records(spec, runs)

@@ -21,15 +21,16 @@ from tests.conftest import unavailable
 from tests.world import N_FIT, with_rows
 
 # cheaper than the pinned defaults, only where the cost is linear in a sampling count or epochs
-CHEAPER = {("pytorch_ood", "MCD"): {"samples": 8}, ("inhouse", "NeuralFP"): {"epochs": 4}}
+CHEAPER = {("pytorch_ood", "MCD"): {"samples": 8}, ("inhouse", "NeuralFP"): {"epochs": 4},
+           **{("anomaly", deep): {"epochs": 1} for deep in ("AE", "DAE", "VAE", "FCDD")}}
 CASES = [(lib, name) for lib in registry.libraries() for name in registry.available(lib)]
 
 
 def test_every_registered_library_offers_detectors() -> None:
-    assert {"pytorch_ood", "openood", "oodeel", "inhouse"} <= set(registry.libraries())
+    assert {"pytorch_ood", "openood", "oodeel", "inhouse", "anomaly"} <= set(registry.libraries())
     counts = {lib: len(registry.available(lib)) for lib in registry.libraries()}
     assert counts["pytorch_ood"] == 34 and counts["openood"] == 32 and counts["inhouse"] == 2
-    assert counts["oodeel"] == 15
+    assert counts["oodeel"] == 15 and counts["anomaly"] == 6
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,82 @@
+"""FCDD's explanations, written next to the tables of a run that includes it: a PNG grid of
+the most and the least anomalous test images (ID test and every OOD set pooled) with their
+heatmaps (the anomaly map upsampled through the receptive field, FCDD's own explanation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmark.representations import Representations
+from benchmark.results import ID_TEST, OOD_PREFIX
+
+TITLE = ("# Anomaly detectors: FCDD heatmaps\n\n"
+         "Each heatmap is FCDD's anomaly map upsampled with a Gaussian over each output cell's "
+         "receptive field (Liznerski et al., ICLR 2021); brighter = more anomalous. Images are "
+         "shown contrast-stretched.\n\n")
+PER_ROW = 8
+
+
+def applies(spec: Mapping[str, Any]) -> bool:
+    """Only FCDD explains itself."""
+    return spec.get("name") == "FCDD"
+
+
+def _test_rows(reps: dict[str, Representations]) -> tuple[torch.Tensor, list[str]]:
+    xs, names = [], []
+    for key in [ID_TEST, *[k for k in reps if k.startswith(OOD_PREFIX)]]:
+        if reps[key].inputs is None:
+            continue
+        x = torch.cat([b.float() for b, _ in reps[key].inputs()])
+        xs.append(x)
+        names += ["normal" if key == ID_TEST else key.removeprefix(OOD_PREFIX)] * len(x)
+    return torch.cat(xs), names
+
+
+def _show(x: np.ndarray) -> np.ndarray:
+    img = np.transpose(x, (1, 2, 0))
+    img = (img - img.min()) / (np.ptp(img) + 1e-8)
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
+def heatmap_grid(detector, reps: dict[str, Representations], path: Path) -> dict[str, Any]:
+    """The PNG of the ``PER_ROW`` most and least anomalous test images, each above its heatmap;
+    returns what it shows (scores and sets of the chosen rows)."""
+    x, names = _test_rows(reps)
+    with torch.no_grad():
+        scores = np.concatenate([detector.model_(x[i:i + 512]).flatten(1).mean(1).numpy()
+                                 for i in range(0, len(x), 512)])
+    order = np.argsort(-scores, kind="stable")
+    picks = {"most anomalous": order[:PER_ROW], "least anomalous": order[::-1][:PER_ROW].copy()}
+    fig = Figure(figsize=(PER_ROW * 1.3, 4 * 1.45))
+    for block, (title, rows) in enumerate(picks.items()):
+        maps = detector.heatmaps(x[rows])
+        for j, r in enumerate(rows):
+            ax = fig.add_subplot(4, PER_ROW, 2 * block * PER_ROW + j + 1)
+            ax.imshow(_show(x[r].numpy()), cmap="gray")
+            ax.set_title(f"{names[r]}\n{scores[r]:.3f}", fontsize=6)
+            ax.axis("off")
+            ax = fig.add_subplot(4, PER_ROW, (2 * block + 1) * PER_ROW + j + 1)
+            ax.imshow(maps[j], cmap="inferno")
+            ax.axis("off")
+        fig.text(0.01, 0.98 - block * 0.5, title, fontsize=8, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    FigureCanvasAgg(fig).print_png(str(path))
+    return {title: [(names[r], float(scores[r])) for r in rows] for title, rows in picks.items()}
+
+
+def analyse(det_id: str, detector, reps: dict[str, Representations], folder: Path, link: str,
+            settings: Mapping[str, Any]) -> str:
+    shown = heatmap_grid(detector, reps, folder / "heatmaps.png")
+    sets = {title: sorted({n for n, _ in rows}) for title, rows in shown.items()}
+    return (f"## {det_id}\n\n![heatmaps]({link}/heatmaps.png)\n\n"
+            f"Top rows: the {PER_ROW} most anomalous test images (from: "
+            f"{', '.join(sets['most anomalous'])}); bottom rows: the {PER_ROW} least anomalous "
+            f"(from: {', '.join(sets['least anomalous'])}); above each image its set and "
+            "score.\n")
