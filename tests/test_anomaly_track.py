@@ -44,7 +44,7 @@ def test_one_class_splits_hold_only_their_classes(oneclass_run) -> None:
 
 def test_every_detector_has_validation_threshold_metrics(oneclass_run) -> None:
     frame = pd.read_csv(oneclass_run / "metrics.csv")
-    assert set(frame.detector) >= {"anomaly_ocsvm", "anomaly_ocsvm_tuned", "anomaly_lof",
+    assert set(frame.detector) >= {"anomaly_ocsvm", "anomaly_lof",
                                    "anomaly_ae", "anomaly_dae", "anomaly_vae", "anomaly_fcdd"}
     assert (frame.status == "ok").all(), frame[frame.status != "ok"][["detector", "error"]]
     for col in ("accuracy_at_val", "precision_at_val", "recall_at_val", "f1_at_val"):
