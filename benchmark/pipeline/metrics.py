@@ -73,17 +73,12 @@ def _validate(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray
 
 def compute_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
     """All detection metrics for one ID/OOD pair of score vectors (higher = more OOD)."""
-    id_scores, ood_scores = _validate(id_scores, ood_scores)
-    scores = np.r_[id_scores, ood_scores]
-    is_ood = np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)]
-
+    scores, is_ood = _pooled(id_scores, ood_scores)
     out = _counts(scores, is_ood)
     fpr, tpr = _roc(out)
     idx = int(np.searchsorted(tpr, 0.95, side="left"))
     inn = _counts(-scores, ~is_ood)
-
-    youden = int(np.argmax(tpr[1:] - fpr[1:]))  # skip the (0, 0) point: no threshold there
-    threshold = float(out.thresholds[youden])
+    threshold = _youden(out, fpr, tpr)
     at = _at_threshold(scores, is_ood, threshold)
     return {
         "auroc": _area(fpr, tpr),
@@ -108,14 +103,22 @@ def _at_threshold(scores: np.ndarray, is_ood: np.ndarray, threshold: float) -> d
             "f1": 2 * precision * recall / (precision + recall) if tp else 0.0}
 
 
+def _pooled(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ID then OOD scores in one vector, with the OOD mask."""
+    id_scores, ood_scores = _validate(id_scores, ood_scores)
+    return (np.r_[id_scores, ood_scores],
+            np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)])
+
+
+def _youden(c: _Counts, fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """The threshold of the largest TPR - FPR (the (0, 0) point has no threshold)."""
+    return float(c.thresholds[int(np.argmax(tpr[1:] - fpr[1:]))])
+
+
 def youden_threshold(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """The score threshold with the largest TPR - FPR on these (validation) scores."""
-    id_scores, ood_scores = _validate(id_scores, ood_scores)
-    scores = np.r_[id_scores, ood_scores]
-    is_ood = np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)]
-    c = _counts(scores, is_ood)
-    fpr, tpr = _roc(c)
-    return float(c.thresholds[int(np.argmax(tpr[1:] - fpr[1:]))])
+    c = _counts(*_pooled(id_scores, ood_scores))
+    return _youden(c, *_roc(c))
 
 
 def metrics_at_validation_threshold(id_scores: np.ndarray, ood_scores: np.ndarray,
@@ -124,10 +127,7 @@ def metrics_at_validation_threshold(id_scores: np.ndarray, ood_scores: np.ndarra
     """Test accuracy / precision / recall / F1 at the Youden threshold picked on the validation
     scores (the anomaly track's decision rule: nothing of the test split picks it)."""
     threshold = youden_threshold(val_id, val_ood)
-    id_scores, ood_scores = _validate(id_scores, ood_scores)
-    at = _at_threshold(np.r_[id_scores, ood_scores],
-                       np.r_[np.zeros(len(id_scores), bool), np.ones(len(ood_scores), bool)],
-                       threshold)
+    at = _at_threshold(*_pooled(id_scores, ood_scores), threshold)
     return {"val_threshold": threshold, **{f"{name}_at_val": v for name, v in at.items()}}
 
 

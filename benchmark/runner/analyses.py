@@ -90,14 +90,12 @@ def write_analyses(library: str, fitted: dict[str, Fitted], reps: dict[str, Repr
     module = hook(library)
     if module is None or not fitted:
         return None
-    if not [s for s in fitted.values()
-            if getattr(module, "applies", None) is None or module.applies(s.spec)]:
+    applies = getattr(module, "applies", None)  # optional: which detectors it analyses
+    chosen = {d: f for d, f in fitted.items() if applies is None or applies(f.spec)}
+    if not chosen:
         return None
     sections = []
-    applies = getattr(module, "applies", None)  # optional: which detectors it analyses
-    for det_id, one in fitted.items():
-        if applies is not None and not applies(one.spec):
-            continue
+    for det_id, one in chosen.items():
         try:
             sections.append(_section(det_id, library, module, one, reps, network, out_dir,
                                      settings, cache_dir))

@@ -118,9 +118,19 @@ def selected(images: data_mod.ImageSet, spec, where: str) -> data_mod.ImageSet:
     return images.take(np.flatnonzero(mask))
 
 
-def _converted(images: data_mod.ImageSet, cfg: DictConfig) -> data_mod.ImageSet:
-    """A loaded set as the pair reads it (``pair.grayscale``: one-channel luma)."""
-    return shifts.grayscale(images) if cfg.pair.get("grayscale") else images
+def as_pair_reads(images: data_mod.ImageSet, spec, cfg: DictConfig,
+                  where: str) -> data_mod.ImageSet:
+    """A loaded set as the pair reads it: ``pair.grayscale`` (one-channel luma), then the
+    entry's class selection (:func:`selected`)."""
+    images = shifts.grayscale(images) if cfg.pair.get("grayscale") else images
+    return selected(images, spec, where)
+
+
+def _shifted(images: data_mod.ImageSet, spec, seed: int) -> data_mod.ImageSet:
+    """An entry's ``shift: {kind, severity}`` applied (the set itself without one)."""
+    if not spec.get("shift"):
+        return images
+    return shifts.shifted(images, spec.shift.kind, spec.shift.get("severity", 3), seed)
 
 
 def data_roots(d: DictConfig) -> list[Path]:
@@ -191,10 +201,10 @@ def load_sets(
     minimum = int(d.get("min_set_size", 1) or 1)
     id_entry = id_dataset_entry(cfg)
     where = f"pair {pair.name} (id)"
-    id_train = selected(_converted(data_mod.load(id_entry, pair.id.train_split, **kw), cfg),
-                        pair.id, where)
-    id_test = selected(_converted(data_mod.load(id_entry, pair.id.test_split, **kw), cfg),
-                       pair.id, where)
+    id_train = as_pair_reads(data_mod.load(id_entry, pair.id.train_split, **kw), pair.id, cfg,
+                             where)
+    id_test = as_pair_reads(data_mod.load(id_entry, pair.id.test_split, **kw), pair.id, cfg,
+                            where)
     num_classes = id_entry.num_classes or int((cfg.backbone.get("params") or {}).get(
         "num_classes", 0) or 0)
     if num_classes and not anomaly:  # an anomaly pair's labels only pick its normal class
@@ -221,27 +231,25 @@ def load_sets(
                 f"pair {pair.name} has no `validation: "
                 "{dataset: ..., split: ..., size: ...}` entry (configs/pair/" + str(pair.name)
                 + ".yaml); add one whose images are not in any OOD test set")
-        source = selected(_converted(data_mod.load(
-            _plain(spec.dataset), spec.get("split"), **kw, name=f"{pair.name}-validation"), cfg),
-            spec, f"pair {pair.name} (validation)")
+        source = as_pair_reads(data_mod.load(_plain(spec.dataset), spec.get("split"), **kw,
+                                             name=f"{pair.name}-validation"),
+                               spec, cfg, f"pair {pair.name} (validation)")
         if spec.size >= len(source):
             raise data_mod.DataError(f"pair {pair.name}: validation size {spec.size} must be "
                                      f"< the {len(source)} images of {source.name}/"
                                      f"{source.split}")
         rows = np.sort(np.random.default_rng([d.split_seed, 17]).choice(
             len(source), size=spec.size, replace=False))
-        sets[VALIDATION_OOD] = source.take(rows, split=VALIDATION_OOD)
+        # e.g. corrupted uploads: validation anomalies are corrupted too (their own draws)
+        sets[VALIDATION_OOD] = _shifted(source.take(rows, split=VALIDATION_OOD), spec,
+                                        d.split_seed + 1)
         held_out = (source.content_hash, source.split, rows)
-        if spec.get("shift"):  # e.g. corrupted uploads: validation anomalies are corrupted too
-            sets[VALIDATION_OOD] = shifts.shifted(sets[VALIDATION_OOD], spec.shift.kind,
-                                                  spec.shift.get("severity", 3),
-                                                  d.split_seed + 1)
     skipped: dict[str, str] = {}
     for ood_name, spec in pair.ood.items():
         _check_ood_spec(str(pair.name), str(ood_name), spec)
         try:
             ood = data_mod.load(_plain(spec.dataset), spec.get("split"), **kw, name=ood_name)
-            ood = selected(_converted(ood, cfg), spec, f"pair {pair.name}: OOD set {ood_name!r}")
+            ood = as_pair_reads(ood, spec, cfg, f"pair {pair.name}: OOD set {ood_name!r}")
         except data_mod.DataUnavailable as exc:  # damaged or wrong files are errors
             if not spec.get("optional", False):
                 raise
@@ -251,8 +259,7 @@ def load_sets(
         if held_out is not None and ood.content_hash == held_out[0]:
             ood = ood.take(np.setdiff1d(np.arange(len(ood)), held_out[2]))
         ood = data_mod.subsample(ood, d.max_ood, d.split_seed)
-        if spec.get("shift"):
-            ood = shifts.shifted(ood, spec.shift.kind, spec.shift.get("severity", 3), d.split_seed)
+        ood = _shifted(ood, spec, d.split_seed)
         _check_size(ood, f"OOD set {ood_name!r}", minimum)
         sets[ood_key(ood_name)] = ood
     return sets, splits, skipped

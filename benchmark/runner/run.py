@@ -102,6 +102,14 @@ def decision_rates(id_scores: np.ndarray, ood_scores: np.ndarray, threshold: flo
     return out
 
 
+def id_accuracy(prep: Prepared) -> float:
+    """The backbone's ID test accuracy; NaN on an anomaly pair (its backbone is a feature
+    extractor trained on other classes)."""
+    if prep.task == ANOMALY:
+        return float("nan")
+    return accuracy(prep.reps[ID_TEST].predictions, prep.reps[ID_TEST].labels)
+
+
 def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: Prepared,
                 cfg: DictConfig, draws: Draws | None = None) -> list[dict[str, Any]]:
     """Metric rows of one detector over every OOD set (``failed`` rows carry the error),
@@ -109,8 +117,7 @@ def metric_rows(det_id: str, spec: dict[str, Any], out: DetectorOutcome, prep: P
     id_reps = prep.reps[ID_TEST]
     id_scores = out.scores.get(ID_TEST)
     anomaly = prep.task == ANOMALY
-    # an anomaly pair's backbone is a feature extractor trained on other classes: no accuracy
-    id_acc = float("nan") if anomaly else accuracy(id_reps.predictions, id_reps.labels)
+    id_acc = id_accuracy(prep)
     validation = [out.scores.get(k) for k in (VALIDATION, VALIDATION_OOD)]
     alpha = float(cfg.get("decision_alpha") or 0.05)
     threshold = level_threshold(spec, alpha)
@@ -196,8 +203,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     if not specs:
         raise DataError("no detectors selected; pick some with detector=<option>")
     prep = prepare(cfg, needs_feature_maps(specs))
-    id_acc = (float("nan") if prep.task == ANOMALY
-              else accuracy(prep.reps[ID_TEST].predictions, prep.reps[ID_TEST].labels))
+    id_acc = id_accuracy(prep)
     log.info("backbone %s: ID test accuracy %.4f (checkpoint %s)", cfg.backbone.name, id_acc,
              prep.backbone.checkpoint)
     settings = OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True)

@@ -28,15 +28,17 @@ def applies(spec: Mapping[str, Any]) -> bool:
     return spec.get("name") == "FCDD"
 
 
-def _test_rows(reps: dict[str, Representations]) -> tuple[torch.Tensor, list[str]]:
-    xs, names = [], []
+def _test_rows(detector, reps: dict[str, Representations]
+               ) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """Every test input (ID test, then each OOD set), its score and its set's name."""
+    xs, scores, names = [], [], []
     for key in [ID_TEST, *[k for k in reps if k.startswith(OOD_PREFIX)]]:
         if reps[key].inputs is None:
             continue
-        x = torch.cat([b.float() for b, _ in reps[key].inputs()])
-        xs.append(x)
-        names += ["normal" if key == ID_TEST else key.removeprefix(OOD_PREFIX)] * len(x)
-    return torch.cat(xs), names
+        xs.append(torch.cat([b.float() for b, _ in reps[key].inputs()]))
+        scores.append(detector.score(reps[key], None))
+        names += ["normal" if key == ID_TEST else key.removeprefix(OOD_PREFIX)] * len(xs[-1])
+    return torch.cat(xs), np.concatenate(scores), names
 
 
 def _show(x: np.ndarray) -> np.ndarray:
@@ -48,10 +50,7 @@ def _show(x: np.ndarray) -> np.ndarray:
 def heatmap_grid(detector, reps: dict[str, Representations], path: Path) -> dict[str, Any]:
     """The PNG of the ``PER_ROW`` most and least anomalous test images, each above its heatmap;
     returns what it shows (scores and sets of the chosen rows)."""
-    x, names = _test_rows(reps)
-    with torch.no_grad():
-        scores = np.concatenate([detector.model_(x[i:i + 512]).flatten(1).mean(1).numpy()
-                                 for i in range(0, len(x), 512)])
+    x, scores, names = _test_rows(detector, reps)
     order = np.argsort(-scores, kind="stable")
     picks = {"most anomalous": order[:PER_ROW], "least anomalous": order[::-1][:PER_ROW].copy()}
     fig = Figure(figsize=(PER_ROW * 1.3, 4 * 1.45))

@@ -66,6 +66,13 @@ def records(spec: dict[str, Any], runs: dict[str, list], rows: dict[str, tuple[s
     return pd.DataFrame(out)
 
 
+def wide(long: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """AUROC cells, one row per table row, one column per (protocol, run, set): the LaTeX."""
+    cells = long.assign(cell=long.auroc.map(_num),
+                        column=long.protocol + " " + long.run + " " + long.ood)
+    return cells.pivot(index="row", columns="column", values="cell").loc[labels]
+
+
 def _num(v: Any, digits: int = 4) -> str:
     return "—" if v is None or pd.isna(v) else f"{v:.{digits}f}"
 

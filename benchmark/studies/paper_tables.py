@@ -290,9 +290,7 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
         runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
         long = anomaly_table.records(spec, runs, rows)
         markdown = anomaly_table.markdown(spec, long, runs, rows, extra, out_root)
-        wide = long.assign(cell=long.auroc.map(lambda v: "—" if pd.isna(v) else f"{v:.4f}"),
-                           column=long.protocol + " " + long.run + " " + long.ood).pivot(
-            index="row", columns="column", values="cell").loc[list(rows)]
+        wide = anomaly_table.wide(long, list(rows))
     elif spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
         runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
