@@ -74,7 +74,8 @@ class OCSVM(_Shallow):
                            gamma=self.params.get("gamma", "scale"))
 
     def score(self, split: Representations, network: Network) -> np.ndarray:
-        return -self.estimator_.decision_function(self._inputs(split)).astype(np.float64)
+        inputs = self._inputs(split)  # checks fit first
+        return -self.estimator_.decision_function(inputs).astype(np.float64)
 
 
 class LOF(_Shallow):
@@ -89,7 +90,8 @@ class LOF(_Shallow):
         return LocalOutlierFactor(n_neighbors=self.params.get("n_neighbors", 20), novelty=True)
 
     def score(self, split: Representations, network: Network) -> np.ndarray:
-        return -self.estimator_.score_samples(self._inputs(split)).astype(np.float64)
+        inputs = self._inputs(split)  # checks fit first
+        return -self.estimator_.score_samples(inputs).astype(np.float64)
 
 
 RECIPE_PARAMS = {"epochs", "batch_size", "lr", "weight_decay", "max_fit_samples", "seed",

@@ -200,6 +200,35 @@ def _image_folder(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     return _stack(paths, settings, folder), (np.asarray(labels) if labels else None)
 
 
+MVTEC_NORMAL = "good"
+
+
+@register("mvtec")
+def _mvtec(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
+    """MVTec-AD's layout for one category's split, ``<category>/<train|test>/<kind>/*.png``:
+    label 0 = ``good`` (defect-free), 1, 2, ... = the defect kinds in sorted order, so a pair
+    takes normal images with ``classes: [0]`` and anomalies with ``exclude_classes: [0]``. The
+    ground-truth masks are not read: the track scores images, not pixels."""
+    folder = files["path"]
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder (kind mvtec wants MVTec-AD's "
+                        "<category>/<train|test>/<kind>/*.png)")
+    kinds = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if MVTEC_NORMAL not in kinds:
+        raise DataError(f"{folder}: has no {MVTEC_NORMAL}/ sub-folder, so it is not an MVTec-AD "
+                        f"split (<category>/<train|test>/{MVTEC_NORMAL}/*.png); found "
+                        f"{', '.join(kinds) or 'no sub-folders'}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, kind in enumerate([MVTEC_NORMAL, *(k for k in kinds if k != MVTEC_NORMAL)]):
+        found = _image_files(folder / kind)
+        paths += found
+        labels += [label] * len(found)
+    if not paths:
+        raise DataError(f"{folder}: no image files under its sub-folders")
+    return _stack(paths, settings, folder), np.asarray(labels)
+
+
 @register("image_list", files=("list", "root"))
 def _image_list(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     """OpenOOD's ``benchmark_imglist`` format: ``<path relative to root> <label>`` per line."""

@@ -31,21 +31,40 @@ def expand_runs(spec: dict[str, Any]) -> dict[str, Any]:
     ``<protocol>_<value>`` per value of a protocol's sweep."""
     runs: dict[str, Any] = {}
     for name, proto in spec["protocols"].items():
+        optional = bool(proto.get("optional", False))  # left out when its data is not here
         sweep = proto.get("sweep")
         if not sweep:
-            runs[name] = {"overrides": list(proto["overrides"])}
+            runs[name] = {"overrides": list(proto["overrides"]), "optional": optional}
             continue
         for value in sweep["values"]:
             runs[f"{name}_{value}"] = {"overrides": [*proto["overrides"],
-                                                     f"{sweep['key']}={value}"]}
+                                                     f"{sweep['key']}={value}"],
+                                       "optional": optional}
     return {**spec, "runs": runs}
 
 
-def _runs_of(name: str, proto: dict[str, Any], runs: dict[str, list]) -> list[tuple[str, Any]]:
+def _run_names(name: str, proto: dict[str, Any]) -> list[tuple[str, str]]:
+    """(value shown in the table, run name) per run of a protocol."""
     sweep = proto.get("sweep")
     if not sweep:
-        return [(name, runs[name][0])]
-    return [(str(v), runs[f"{name}_{v}"][0]) for v in sweep["values"]]
+        return [(name, name)]
+    return [(str(v), f"{name}_{v}") for v in sweep["values"]]
+
+
+def _runs_of(name: str, proto: dict[str, Any], runs: dict[str, list]) -> list[tuple[str, Any]]:
+    return [(value, runs[run][0]) for value, run in _run_names(name, proto) if run in runs]
+
+
+def left_out_protocols(spec: dict[str, Any], runs: dict[str, list],
+                       left_out: dict[str, dict[Any, str]]) -> dict[str, str]:
+    """Protocols none of whose runs were made (optional data not here): name -> reason."""
+    out = {}
+    for pname, proto in spec["protocols"].items():
+        names = [run for _, run in _run_names(pname, proto)]
+        if not any(run in runs for run in names):
+            reasons = left_out.get(names[0]) or {}
+            out[pname] = next(iter(reasons.values()), "not run")
+    return out
 
 
 def records(spec: dict[str, Any], runs: dict[str, list], rows: dict[str, tuple[str, str]]
@@ -174,7 +193,8 @@ def copy_heatmaps(spec: dict[str, Any], runs: dict[str, list], out_root: Path) -
 
 
 def markdown(spec: dict[str, Any], long: pd.DataFrame, runs: dict[str, list],
-             rows: dict[str, tuple[str, str]], extra: list[str], out_root: Path) -> str:
+             rows: dict[str, tuple[str, str]], extra: list[str], out_root: Path,
+             left_out: dict[str, dict[Any, str]] | None = None) -> str:
     labels = list(rows)
     lines = [f"# {spec.get('title', spec['name'])}", "",
              f"Command: `ood-bench-tables table={spec['name']}{' ' if extra else ''}"
@@ -183,7 +203,12 @@ def markdown(spec: dict[str, Any], long: pd.DataFrame, runs: dict[str, list],
              "OOD (positive) class: AUPRC = AUPR-Out. Accuracy, precision, recall and F1 are "
              "at the Youden threshold (max TPR - FPR) picked on the validation split, then "
              "applied to the test split.", ""]
+    skipped = left_out_protocols(spec, runs, left_out or {})
     for pname, proto in spec["protocols"].items():
+        if pname in skipped:
+            lines += [f"## {proto.get('title', pname)}", "", f"Not run here: {skipped[pname]}",
+                      ""]
+            continue
         section = sweep_section if proto.get("sweep") else single_section
         lines += section(pname, proto, long, labels)
         source = (proto.get("published") or {}).get("source")

@@ -34,6 +34,7 @@ from benchmark.config_groups import (
     read_option,
 )
 from benchmark.paths import REPO, in_repo, scrub_paths
+from benchmark.pipeline.errors import DataUnavailable
 from benchmark.render import CONVENTION, frame_markdown, latex_tabular, tex_escape
 from benchmark.results import GROUP_ORDER, ID_TEST, load_scores, ood_key, read_manifest
 from benchmark.runner.tuning import SUFFIX as TUNED_SUFFIX
@@ -249,12 +250,19 @@ def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[st
                     RunResult(frame, manifest, keep, groups, seed, score_loader=loader))
                 continue
             print(f"[{name}] run {sub}: {' '.join(overrides + extra)}")
-            frame = run(cfg, out)
+            try:
+                frame = run(cfg, out)
+            except DataUnavailable as exc:  # an optional run whose data is not here
+                if not run_spec.get("optional"):
+                    raise
+                print(f"[{name}] run {sub} left out: {exc}")
+                left_out.setdefault(run_name, {})[seed] = str(exc)
+                continue
             for f in ("manifest.json", "metrics.csv", "metrics.md"):
                 (keep / f).write_bytes((out / f).read_bytes())
             results.setdefault(run_name, []).append(
                 RunResult(frame, read_manifest(out), out, groups, seed))
-        if run_name not in results:
+        if run_name not in results and not run_spec.get("optional"):
             raise TableError(f"table {name}, run {run_name}: no seed has its checkpoint "
                              f"({left_out[run_name]})")
     return results
@@ -289,7 +297,7 @@ def build(name: str, extra: list[str], out_root: Path = REPO / "results" / "tabl
         options = list(dict.fromkeys(option for option, _ in rows.values()))
         runs = _run_all(name, spec, options, extra, out_root, runs_root, left_out, store_dir)
         long = anomaly_table.records(spec, runs, rows)
-        markdown = anomaly_table.markdown(spec, long, runs, rows, extra, out_root)
+        markdown = anomaly_table.markdown(spec, long, runs, rows, extra, out_root, left_out)
         wide = anomaly_table.wide(long, list(rows))
     elif spec.get("kind", "cells") == "agreement":
         options = list(dict.fromkeys(o for pair in agreement_pairs(spec).values() for o in pair))
