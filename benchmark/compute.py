@@ -72,6 +72,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def bits(device: torch.device | None = None) -> dict[str, Any]:
+    """What decides a training's bits beyond its seeds (the current settings): part of the
+    cache key of a trained checkpoint."""
+    if device is not None and device.type != "cpu":
+        return {"device": device.type}
+    return {"device": "cpu", "threads": torch.get_num_threads(),
+            "onednn": bool(torch.backends.mkldnn.enabled),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def describe(device: torch.device | None = None) -> dict[str, Any]:
     """What a computation here ran under, as recorded in manifests and checkpoint JSON."""
     out: dict[str, Any] = {

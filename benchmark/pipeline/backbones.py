@@ -1,7 +1,9 @@
 """Backbones: build from the zoo, train with a seeded recipe (cached), or load a checkpoint.
 
-A trained checkpoint is cached under a hash of (architecture, recipe, training data, seed), so a
-second run with the same settings reuses it. Training saves a resumable state after each epoch.
+A trained checkpoint is cached under a hash of (architecture, recipe, training data, seed, and
+what decides its bits beyond them: device, thread count, oneDNN, CPU kernel path), so a second
+run with the same settings reuses it and a run under other compute settings trains its own.
+Training saves a resumable state after each epoch.
 """
 
 from __future__ import annotations
@@ -87,15 +89,16 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
-def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform
-              ) -> str:
+def cache_key(arch: str, params: dict, recipe: Recipe, data: ImageSet, transform: InputTransform,
+              device: torch.device | None = None) -> str:
     ident = {
         "arch": arch,
         "params": params,
         "recipe": recipe.__dict__,
         "data": data.content_hash,
         "transform": transform.describe(),
-        "format": 2,  # 2: initial weights seeded by recipe.seed
+        "compute": compute.bits(device),  # 1 vs 2 threads train a different network
+        "format": 3,  # 2: initial weights seeded by recipe.seed; 3: compute settings
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -350,7 +353,7 @@ def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
         return Backbone(model.to(device).eval(), arch, Path(f"<{spec.source} {spec.weights}>"),
                         hashlib.sha256(_saved_bytes(model.state_dict())).hexdigest(), False,
                         0.0)
-    key = cache_key(arch, params, recipe, train_data, transform)
+    key = cache_key(arch, params, recipe, train_data, transform, device)
     folder = cache_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     stem = arch.replace(":", "-").replace("/", "-")

@@ -18,8 +18,8 @@ from benchmark.results import ID_TEST, OOD_PREFIX
 
 TITLE = ("# Anomaly detectors: FCDD heatmaps\n\n"
          "Each heatmap is FCDD's anomaly map upsampled with a Gaussian over each output cell's "
-         "receptive field (Liznerski et al., ICLR 2021); brighter = more anomalous. Images are "
-         "shown contrast-stretched.\n\n")
+         "receptive field (Liznerski et al., ICLR 2021); brighter = more anomalous, on one colour "
+         "scale for the whole grid. Images are shown contrast-stretched.\n\n")
 PER_ROW = 8
 
 
@@ -48,24 +48,25 @@ def _show(x: np.ndarray) -> np.ndarray:
 
 
 def heatmap_grid(detector, reps: dict[str, Representations], path: Path) -> dict[str, Any]:
-    """The PNG of the ``PER_ROW`` most and least anomalous test images, each above its heatmap;
+    """The PNG of the ``PER_ROW`` most and least anomalous test images, each above its heatmap,
+    every heatmap on one colour scale (so a dark map is a low score, not a rescaled one);
     returns what it shows (scores and sets of the chosen rows)."""
     x, scores, names = _test_rows(detector, reps)
     order = np.argsort(-scores, kind="stable")
     picks = {"most anomalous": order[:PER_ROW], "least anomalous": order[::-1][:PER_ROW].copy()}
-    fig = Figure(figsize=(PER_ROW * 1.3, 4 * 1.45))
-    for block, (title, rows) in enumerate(picks.items()):
-        maps = detector.heatmaps(x[rows])
+    maps = {title: np.asarray(detector.heatmaps(x[rows])) for title, rows in picks.items()}
+    vmax = max(float(m.max()) for m in maps.values()) or 1.0
+    fig = Figure(figsize=(PER_ROW * 1.3 + 0.8, 4 * 1.6), layout="constrained")
+    for sub, (title, rows) in zip(fig.subfigures(2, 1), picks.items(), strict=True):
+        sub.suptitle(f"{title} (set and score above each image)", x=0.01, ha="left", fontsize=8)
+        axes = sub.subplots(2, PER_ROW)
         for j, r in enumerate(rows):
-            ax = fig.add_subplot(4, PER_ROW, 2 * block * PER_ROW + j + 1)
-            ax.imshow(_show(x[r].numpy()), cmap="gray")
-            ax.set_title(f"{names[r]}\n{scores[r]:.3f}", fontsize=6)
-            ax.axis("off")
-            ax = fig.add_subplot(4, PER_ROW, (2 * block + 1) * PER_ROW + j + 1)
-            ax.imshow(maps[j], cmap="inferno")
-            ax.axis("off")
-        fig.text(0.01, 0.98 - block * 0.5, title, fontsize=8, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+            axes[0, j].imshow(_show(x[r].numpy()), cmap="gray")
+            axes[0, j].set_title(f"{names[r]}\n{scores[r]:.3f}", fontsize=6)
+            image = axes[1, j].imshow(maps[title][j], cmap="inferno", vmin=0.0, vmax=vmax)
+            axes[0, j].axis("off")
+            axes[1, j].axis("off")
+        sub.colorbar(image, ax=list(axes[1]), shrink=0.9, label="anomaly map")
     FigureCanvasAgg(fig).print_png(str(path))
     return {title: [(names[r], float(scores[r])) for r in rows] for title, rows in picks.items()}
 

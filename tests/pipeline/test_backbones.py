@@ -51,6 +51,22 @@ def test_resumed_training_equals_uninterrupted(tiny, tmp_path, monkeypatch) -> N
     assert np.allclose(_weights(straight), _weights(resumed), atol=1e-6)
 
 
+def test_another_thread_count_trains_its_own_checkpoint(tiny, tmp_path) -> None:
+    """1 and 2 threads train different bits: a checkpoint trained under one is never handed
+    to a run under the other (the table that trained first would decide the other's LeNet)."""
+    from benchmark import compute
+
+    recipe = Recipe(epochs=1, batch_size=128, seed=0)
+    got = {}
+    for threads in (1, 2, 1):
+        with compute.pinned(compute.ComputeSettings(threads=threads)):
+            got.setdefault(threads, []).append(
+                get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU))
+    one, two = got[1][0], got[2][0]
+    assert one.checkpoint != two.checkpoint and two.trained_now
+    assert not got[1][1].trained_now and got[1][1].sha256 == one.sha256
+
+
 def test_cache_reuses_checkpoint_and_key_tracks_recipe(tiny, tmp_path) -> None:
     recipe = Recipe(epochs=1, batch_size=128, seed=0)
     first = get_backbone("lenet", {}, recipe, tiny, T, tmp_path, CPU)
