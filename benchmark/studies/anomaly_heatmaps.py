@@ -19,7 +19,7 @@ from benchmark.results import ID_TEST, OOD_PREFIX
 TITLE = ("# Anomaly detectors: FCDD heatmaps\n\n"
          "Each heatmap is FCDD's anomaly map upsampled with a Gaussian over each output cell's "
          "receptive field (Liznerski et al., ICLR 2021); brighter = more anomalous, on one colour "
-         "scale for the whole grid. Images are shown contrast-stretched.\n\n")
+         "scale for the whole grid. Images are shown contrast-stretched per channel.\n\n")
 PER_ROW = 8
 
 
@@ -42,8 +42,11 @@ def _test_rows(detector, reps: dict[str, Representations]
 
 
 def _show(x: np.ndarray) -> np.ndarray:
+    """The model-ready input back as a picture: each channel stretched to [0, 1] on its own
+    (undoes the per-channel normalisation up to contrast, so gray stays gray)."""
     img = np.transpose(x, (1, 2, 0))
-    img = (img - img.min()) / (np.ptp(img) + 1e-8)
+    low, span = img.min(axis=(0, 1)), np.ptp(img, axis=(0, 1))
+    img = (img - low) / (span + 1e-8)
     return img[..., 0] if img.shape[-1] == 1 else img
 
 
