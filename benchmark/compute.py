@@ -77,9 +77,9 @@ def bits(device: torch.device | None = None) -> dict[str, Any]:
     cache key of a trained checkpoint."""
     if device is not None and device.type != "cpu":
         return {"device": device.type}
-    return {"device": "cpu", "threads": torch.get_num_threads(),
-            "onednn": bool(torch.backends.mkldnn.enabled),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    now = describe(device)
+    return {"device": "cpu", "threads": now["threads"], "onednn": now["onednn_enabled"],
+            "cpu_capability": now["cpu_capability"]}
 
 
 def describe(device: torch.device | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from adapters.registry import BUILTIN
 from benchmark.config_groups import check_overrides, group_options, search_dirs
 from tests.commands import SMALL, ood_bench
 
@@ -141,6 +142,4 @@ def test_entry_point_adapters_are_listed(user) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(user["code"])}, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    from adapters.registry import BUILTIN
-
     assert proc.stdout.strip().split(",") == [*BUILTIN, "myext"]

@@ -175,6 +175,17 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _by_class(folders: list[Path]) -> tuple[list[Path], list[int]]:
+    """The image files of each folder, labelled by the folder's position in ``folders``."""
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, d in enumerate(folders):
+        found = _image_files(d)
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
+
+
 @register("image_folder")
 def _image_folder(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     """One sub-folder per class (labels follow the sorted folder names), or a flat folder of
@@ -183,13 +194,7 @@ def _image_folder(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (kind image_folder wants a folder of images, "
                         "or of one sub-folder per class)")
-    classes = sorted(d for d in folder.iterdir() if d.is_dir())
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, d in enumerate(classes):
-        found = _image_files(d)
-        paths += found
-        labels += [label] * len(found)
+    paths, labels = _by_class(sorted(d for d in folder.iterdir() if d.is_dir()))
     flat = _image_files(folder)
     if paths and flat:
         raise DataError(f"{folder}: has both images and class sub-folders; keep one layout")
@@ -218,12 +223,8 @@ def _mvtec(files: dict[str, Path], settings: dict[str, Any]) -> Arrays:
         raise DataError(f"{folder}: has no {MVTEC_NORMAL}/ sub-folder, so it is not an MVTec-AD "
                         f"split (<category>/<train|test>/{MVTEC_NORMAL}/*.png); found "
                         f"{', '.join(kinds) or 'no sub-folders'}")
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, kind in enumerate([MVTEC_NORMAL, *(k for k in kinds if k != MVTEC_NORMAL)]):
-        found = _image_files(folder / kind)
-        paths += found
-        labels += [label] * len(found)
+    paths, labels = _by_class([folder / k for k in
+                               [MVTEC_NORMAL, *(k for k in kinds if k != MVTEC_NORMAL)]])
     if not paths:
         raise DataError(f"{folder}: no image files under its sub-folders")
     return _stack(paths, settings, folder), np.asarray(labels)

@@ -194,7 +194,7 @@ def copy_heatmaps(spec: dict[str, Any], runs: dict[str, list], out_root: Path) -
 
 def markdown(spec: dict[str, Any], long: pd.DataFrame, runs: dict[str, list],
              rows: dict[str, tuple[str, str]], extra: list[str], out_root: Path,
-             left_out: dict[str, dict[Any, str]] | None = None) -> str:
+             left_out: dict[str, dict[Any, str]]) -> str:
     labels = list(rows)
     lines = [f"# {spec.get('title', spec['name'])}", "",
              f"Command: `ood-bench-tables table={spec['name']}{' ' if extra else ''}"
@@ -203,7 +203,7 @@ def markdown(spec: dict[str, Any], long: pd.DataFrame, runs: dict[str, list],
              "OOD (positive) class: AUPRC = AUPR-Out. Accuracy, precision, recall and F1 are "
              "at the Youden threshold (max TPR - FPR) picked on the validation split, then "
              "applied to the test split.", ""]
-    skipped = left_out_protocols(spec, runs, left_out or {})
+    skipped = left_out_protocols(spec, runs, left_out)
     for pname, proto in spec["protocols"].items():
         if pname in skipped:
             lines += [f"## {proto.get('title', pname)}", "", f"Not run here: {skipped[pname]}",

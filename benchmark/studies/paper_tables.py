@@ -240,8 +240,8 @@ def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[st
             out = runs_root / name / sub
             groups = {k: str(v.get("group", "")) for k, v in cfg.pair.ood.items()}
             keep = out_root / f"{name}_runs" / sub
-            keep.mkdir(parents=True, exist_ok=True)
             if store_dir is not None:
+                keep.mkdir(parents=True, exist_ok=True)
                 print(f"[{name}] run {sub} from the store: {' '.join(overrides + extra)}")
                 frame, manifest, loader = from_store(store_dir, cfg, f"table {name}, run {sub}")
                 frame.to_csv(keep / "metrics.csv", index=False)
@@ -258,6 +258,7 @@ def _run_all(name: str, spec: dict[str, Any], options: list[str], extra: list[st
                 print(f"[{name}] run {sub} left out: {exc}")
                 left_out.setdefault(run_name, {})[seed] = str(exc)
                 continue
+            keep.mkdir(parents=True, exist_ok=True)
             for f in ("manifest.json", "metrics.csv", "metrics.md"):
                 (keep / f).write_bytes((out / f).read_bytes())
             results.setdefault(run_name, []).append(
