@@ -7,10 +7,15 @@ reference sample and is not how the method is meant to be run).
 
 Names and params (anything else is rejected with the valid list):
 
-* ``Statistical``: reductions, within, across, per_class, class_source, layers,
+* ``Statistical``: reductions, within, across, per_class, class_source, layers, layer_subset,
   calibrate_per_class, min_class_reference, min_class_calibration, extra_evidence (names:
-  ``knn``, ``energy``), knn_k, knn_max_bank, energy_temperature, evidence_holdout,
-  calibration_fraction, seed.
+  ``knn``, ``energy``, ``rmd``, ``openpcs``), knn_k, knn_max_bank, energy_temperature,
+  evidence_holdout, calibration_fraction, seed.
+* ``Grouped``: groups (``{group: [member, ...]}``, members ``layers``, ``knn``, ``rmd``,
+  ``openpcs``, ``energy``), within_group, across, weights, layer_params, evidence_params,
+  reference, reference_fraction, tail, calibrate_per_class, min_class_calibration,
+  calibration_fraction, seed. Without the ``layers`` member it reads features/logits only.
+* ``MaSF``: per_class, layers (the published method: chi-square reading, no calibration).
 * ``NeuralFP``: reductions, layers, hidden, bottleneck, epochs, batch_size, lr,
   max_fit_samples, calibration_fraction, seed.
 """
@@ -22,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import DetectorError, LayerStatsDetector, LibraryInfo
-from benchmark.inhouse import Explanation, NeuralFP, StatisticalDetector, make_evidence
+from adapters.base import Consumes, DetectorError, LayerStatsDetector, LibraryInfo
+from benchmark.inhouse import (
+    Explanation,
+    GroupedDetector,
+    MaSF,
+    NeuralFP,
+    StatisticalDetector,
+    make_evidence,
+)
 from benchmark.representations import Network, Representations
 
 LIBRARY_INFO = LibraryInfo(
@@ -34,7 +46,8 @@ LIBRARY_INFO = LibraryInfo(
     pinned=None,
     install_hint="it ships with ood-bench; reinstall with pip install -e .",
     workarounds={},  # numpy/torch only: nothing device-specific
-    methods={"Statistical": "inhouse_statistical", "NeuralFP": "neuralfp"},
+    methods={"Statistical": "inhouse_statistical", "Grouped": "inhouse_grouped",
+             "MaSF": "masf", "NeuralFP": "neuralfp"},
     analyses="benchmark.studies.inhouse_analysis",
     note="ships inside ood-bench (no own package)",
 )
@@ -46,6 +59,7 @@ STATISTICAL_PARAMS = {
     "per_class",
     "class_source",
     "layers",
+    "layer_subset",
     "calibrate_per_class",
     "min_class_reference",
     "min_class_calibration",
@@ -67,6 +81,21 @@ NEURALFP_PARAMS = {
     "max_fit_samples",
     "seed",
 }
+GROUPED_PARAMS = {
+    "groups",
+    "within_group",
+    "across",
+    "weights",
+    "layer_params",
+    "evidence_params",
+    "reference",
+    "reference_fraction",
+    "tail",
+    "calibrate_per_class",
+    "min_class_calibration",
+    "seed",
+}
+MASF_PARAMS = {"per_class", "layers"}
 EVIDENCE_SOURCES = {"features", "logits"}
 
 
@@ -118,7 +147,7 @@ class InhouseDetector(LayerStatsDetector):
         return id_fit.subset(np.sort(perm[n_cal:])), id_fit.subset(np.sort(perm[:n_cal]))
 
     def _check(self, rep: Representations) -> None:
-        if not rep.layer_stats:
+        if self.consumes == Consumes.LAYER_STATS and not rep.layer_stats:
             raise DetectorError(f"inhouse {self.name}: the split has no layer statistics")
 
 
@@ -197,6 +226,112 @@ class InhouseStatistical(InhouseDetector):
         )
 
 
+def _plain(value: Any) -> Any:
+    """Hydra's DictConfig/ListConfig (or plain containers) as plain dicts and lists."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
+
+
+class InhouseGrouped(InhouseDetector):
+    """``GroupedDetector``: evidence groups, each one p-value, combined and calibrated again."""
+
+    valid_params = GROUPED_PARAMS
+
+    def __init__(self, name: str = "Grouped", **params: Any) -> None:
+        super().__init__(name, **params)
+        p = {k: _plain(v) for k, v in params.items() if k != "calibration_fraction"}
+        if p.get("layer_params"):
+            p["layer_params"] = _lists(p["layer_params"])
+        try:
+            self.detector = GroupedDetector(**p)
+            plan = self.detector._plan()  # bad groups, combiners, weights: an error now
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DetectorError(f"inhouse {name}: {exc}") from exc
+        members = {type(m).__name__ for ms in plan.values() for m in ms}
+        if "_LayersMember" not in members:
+            sources = {m.evidence.source for ms in plan.values() for m in ms}
+            self.consumes = Consumes.LOGITS if sources == {"logits"} else Consumes.FEATURES
+
+    def fit(self, id_fit: Representations, network: Network | None = None,
+            calibration: Representations | None = None) -> InhouseGrouped:
+        self.fitted_ = False
+        self._check(id_fit)
+        fit, cal = self._splits(id_fit, calibration)
+        self.detector.fit(fit.layer_stats, fit.predictions, fit.labels, extra=extra_arrays(fit))
+        self.detector.calibrate(cal.layer_stats, cal.predictions, extra=extra_arrays(cal))
+        self.fitted_ = True
+        return self
+
+    def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
+        """``-log p`` of the final conformal p-value, higher = more OOD."""
+        self.check_fitted()
+        self._check(split)
+        return self.detector.score(split.layer_stats, split.predictions, extra=extra_arrays(split))
+
+    def pvalues(self, split: Representations) -> np.ndarray:
+        self.check_fitted()
+        return self.detector.pvalues(split.layer_stats, split.predictions,
+                                     extra=extra_arrays(split))
+
+    def level_threshold(self, alpha: float) -> float:
+        return float(-np.log(alpha))
+
+    def decide(self, split: Representations, alpha: float) -> np.ndarray:
+        return self.pvalues(split) <= alpha
+
+    def explain(self, split: Representations, alpha: float = 0.05) -> Explanation:
+        self.check_fitted()
+        return self.detector.explain(split.layer_stats, split.predictions, alpha=alpha,
+                                     extra=extra_arrays(split))
+
+    def fit_report(self) -> dict[str, Any]:
+        """Which split does what (the manifest records it)."""
+        return {"split_roles": self.detector.split_roles()} if self.fitted_ else {}
+
+
+class InhouseMaSF(InhouseDetector):
+    """``MaSF`` as published: fit data only, chi-square p-values (no level guarantee)."""
+
+    valid_params = MASF_PARAMS
+
+    def __init__(self, name: str = "MaSF", **params: Any) -> None:
+        super().__init__(name, **params)
+        p = _lists(params)
+        p.pop("calibration_fraction", None)
+        try:
+            self.detector = MaSF(**p)
+        except TypeError as exc:
+            raise DetectorError(f"inhouse {name}: {exc}") from exc
+
+    def fit(self, id_fit: Representations, network: Network | None = None,
+            calibration: Representations | None = None) -> InhouseMaSF:
+        """Fits on the fit split alone: the calibration split is not used, as published."""
+        self.fitted_ = False
+        self._check(id_fit)
+        self.detector.fit(id_fit.layer_stats, id_fit.predictions, id_fit.labels)
+        self.fitted_ = True
+        return self
+
+    def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
+        """``-log`` of the chi-square p-value of Fisher's statistic, higher = more OOD."""
+        self.check_fitted()
+        self._check(split)
+        return self.detector.score(split.layer_stats, split.predictions)
+
+    def pvalues(self, split: Representations) -> np.ndarray:
+        self.check_fitted()
+        return self.detector.pvalues(split.layer_stats, split.predictions)
+
+    def level_threshold(self, alpha: float) -> float:
+        return float(-np.log(alpha))
+
+    def decide(self, split: Representations, alpha: float) -> np.ndarray:
+        return self.pvalues(split) <= alpha
+
+
 class InhouseNeuralFP(InhouseDetector):
     """``NeuralFP``: per-layer autoencoders, two-sided conformal error bands."""
 
@@ -241,6 +376,8 @@ class InhouseNeuralFP(InhouseDetector):
 
 DETECTORS: dict[str, type[InhouseDetector]] = {
     "Statistical": InhouseStatistical,
+    "Grouped": InhouseGrouped,
+    "MaSF": InhouseMaSF,
     "NeuralFP": InhouseNeuralFP,
 }
 

@@ -8,10 +8,13 @@
 #   results/mnist_seeds/         the default detectors and OpenOOD's counterparts over backbone
 #                                seeds 0, 1, 2: the three sources compared (mean ± sd, paired tests)
 #   results/reproducibility/     fresh-cache rerun and 1- vs 2-thread comparisons
-# Usage: bash scripts/reproduce_mnist.sh [default|seeds|reproducibility|pytorch_ood|openood|oodeel|all]
+#   results/mnist_inhouse/       the in-house detectors against every pytorch-ood and OpenOOD
+#                                detector in the same runs, backbone seeds 0, 1, 2 (paired tests)
+# Usage: bash scripts/reproduce_mnist.sh [default|seeds|reproducibility|pytorch_ood|openood|oodeel|inhouse|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+EXTRA=("${@:2}")  # further overrides for the runs, e.g. compute.threads=1
 export OOD_BENCH_CACHE=${OOD_BENCH_CACHE:-$HOME/.cache/ood-bench}
 keep() {  # copy the human-facing outputs of one run (no scores, no .hydra, no logs)
   mkdir -p "$2"
@@ -69,4 +72,15 @@ if [[ $what == oodeel || $what == all ]]; then
   rm -rf multirun/mnist_oodeel
   ood-bench -m 'detector=oodeel/*' hydra.sweep.dir=multirun/mnist_oodeel
   ood-bench-report multirun/mnist_oodeel --out results/mnist_oodeel
+fi
+if [[ $what == inhouse || $what == all ]]; then
+  # capped sizes as in the OpenOOD sweep (CFOOD, KLM loop in Python per sample); one run per
+  # seed holds every detector, so every pair is tested on the same samples
+  rm -rf multirun/mnist_inhouse
+  ood-bench -m backbone.recipe.seed=0,1,2 detector=full_sweeps hydra.sweep.dir=multirun/mnist_inhouse \
+    data.fit_size=5000 data.max_id_test=2000 data.max_ood=2000 detector_time_limit_s=600 \
+    "${EXTRA[@]}"
+  ood-bench-report multirun/mnist_inhouse --out results/mnist_inhouse \
+    --command "bash scripts/reproduce_mnist.sh inhouse"
+  for s in 0 1 2; do keep multirun/mnist_inhouse/$s results/mnist_inhouse/runs/seed_$s; done
 fi

@@ -28,12 +28,14 @@ from benchmark import compute
 from benchmark.config_groups import CONFIG_DIR, check_overrides
 from benchmark.pipeline.backbones import Recipe, get_backbone, training_record
 from benchmark.pipeline.data import batches
+from benchmark.pipeline.training_rows import rows_record
 from benchmark.runner.prepare import (
     backbone_spec,
     cache_root,
     input_transform,
     load_sets,
     resolve_device,
+    split_record,
 )
 
 
@@ -61,7 +63,8 @@ def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
     bb = cfg.backbone
     spec = backbone_spec(cfg)
     backbone = get_backbone(spec, {}, Recipe(**bb.recipe), sets["train"], transform,
-                            cache_root(cfg), resolve_device(cfg.device), bb.checkpoint)
+                            cache_root(cfg), resolve_device(cfg.device), bb.checkpoint,
+                            split=split_record(cfg))
     import torch
 
     # a dataset with one split (Tiny ImageNet here) trains on it less the calibration block:
@@ -93,6 +96,9 @@ def _train_and_export(cfg, sets, transform, overrides, export, t0) -> None:
                     "split (the dataset has one split)"} if held_out else {}),
                 "compute": (training_record(backbone.checkpoint, backbone.sha256)
                             or {}).get("compute"),
+                # the rows it was trained on: runs that hold any of them out are refused
+                **({} if bb.checkpoint else
+                   {"train_rows": rows_record(sets["train"], split_record(cfg))}),
                 "command": command,
                 "use": f"ood-bench {' '.join(overrides)} backbone.checkpoint={export}"}
         export.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")

@@ -88,6 +88,23 @@ def test_inhouse_analyses_are_written_next_to_the_tables(first_run) -> None:
     resplits = calib[calib.method == "conformal (resplit)"].groupby("alpha").fpr.mean()
     for alpha in (0.05, 0.1):
         assert abs(resplits[alpha] - alpha) < 0.25 * alpha, resplits[alpha]
+    run = calib[calib.method == "conformal (run split)"]
+    assert set(run.verdict) <= {"valid", "conservative", "anti-conservative"} and len(run) == 8
+    assert run.p_anti.between(0, 1).all() and (run.expected_fpr <= run.alpha + 1e-9).all()
+    assert "resplits (code check)" in text and "Exchangeability of calibration" in text
+    folder = out / "inhouse" / "inhouse_grouped"
+    per_class = pd.read_csv(folder / "per_class_fpr.csv")
+    assert set(per_class.calibration) == {"pooled", "per class"}
+    assert per_class.predicted_class.nunique() == 10
+    sizes = pd.read_csv(folder / "calibration_size.csv")
+    assert sizes.n_calibration.min() == 100 and (sizes.law_q05 <= sizes.law_q95).all()
+    mis = pd.read_csv(folder / "misclassification.csv").set_index("set")
+    assert mis.loc["ID test", "MSP_misclassification_auroc"] > 0.7
+    screen = pd.read_csv(folder / "screening.csv")
+    assert set(screen.ood_share) == {0.01, 0.1, 0.5} and screen.power.between(0, 1).all()
+    # most confident failures, one picture per OOD set
+    assert (folder / "failures_fashionmnist.png").stat().st_size > 10_000
+    assert "Splits: model:" in text
     layers = pd.read_csv(out / "inhouse" / "inhouse_stat_mean" / "layers_auroc.csv")
     assert {"conv1/mean", "conv2/mean", "fc1/mean"} <= set(layers.columns)
     assert (out / "inhouse" / "inhouse_stat_mean" / "calibration.png").stat().st_size > 10_000

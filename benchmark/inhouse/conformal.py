@@ -2,7 +2,8 @@
 
 ``p(x) = (1 + #{calibration i : T_i >= T(x)}) / (n_cal + 1)``. If calibration and test ID inputs
 are exchangeable, ``P(p(x) <= alpha) <= alpha`` for ID x, whatever T is and however dependent its
-ingredients are. Per predicted class, the guarantee holds within each class.
+ingredients are. Per predicted class, the guarantee holds within each calibration group
+(a class, or the small classes together).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from .reference import class_groups
 DEFAULT_MIN_CLASS_CALIBRATION = 200
 
 
+SMALL_CLASSES = -1  # the group key of the classes too small to be calibrated alone
+
+
 class ConformalCalibrator:
     """Sorted calibration statistics, pooled and (optionally) per predicted class.
 
-    A class with fewer than ``min_class_samples`` calibration inputs falls back to the pooled
-    calibration set: with n samples no p-value is below ``1 / (n + 1)``, so small classes could not
-    reach usual alphas at all.
+    Classes with fewer than ``min_class_samples`` calibration inputs (and classes never seen at
+    calibration) are calibrated together, against the calibration points of those small classes
+    only (group ``SMALL_CLASSES``). Falling back to the whole pooled set would break the
+    per-group guarantee: a rare class whose statistics run high would be flagged far more often
+    than alpha. Each group is exchangeable with its own test inputs, so ``P(p <= alpha) <=
+    alpha`` holds per group and hence overall.
     """
 
     def __init__(
@@ -38,31 +45,63 @@ class ConformalCalibrator:
             raise ValueError("NaN in calibration scores")
         self.pooled_ = np.sort(scores)
         self.by_class_: dict[int, np.ndarray] = {}
+        self.small_classes_: list[int] = []
+        self.small_: np.ndarray | None = None
         if self.per_class:
             if classes is None:
                 raise ValueError("per-class calibration needs the predicted classes")
             order, groups = class_groups(classes)
+            small = []
             for cls, a, b in groups:
                 if b - a >= self.min_class_samples:
                     self.by_class_[cls] = np.sort(scores[order[a:b]])
+                else:
+                    self.small_classes_.append(cls)
+                    small.append(scores[order[a:b]])
+            if small:
+                self.small_ = np.sort(np.concatenate(small))
         return self
 
     @property
     def smallest_n(self) -> int:
         """Size of the smallest calibration set in use (sets the p-value resolution)."""
-        return min([len(self.pooled_), *(len(v) for v in self.by_class_.values())])
+        sets = [*self.by_class_.values(), *([self.small_] if self.small_ is not None else [])]
+        return min(len(v) for v in sets) if sets else len(self.pooled_)
+
+    def group_of(self, classes: np.ndarray | None, n: int | None = None) -> np.ndarray:
+        """The calibration group of each input: its class, ``SMALL_CLASSES``, or 0 (pooled)."""
+        if not self.by_class_ and self.small_ is None:
+            return np.zeros(n if classes is None else len(classes), dtype=np.int64)
+        if classes is None:
+            raise ValueError("per-class calibration needs the predicted classes")
+        classes = np.asarray(classes, dtype=np.int64)
+        return np.where(np.isin(classes, list(self.by_class_)), classes, SMALL_CLASSES)
+
+    def group_sizes(self) -> dict[int, int]:
+        """Calibration points per group (the keys of :meth:`group_of`)."""
+        if not self.by_class_ and self.small_ is None:
+            return {0: len(self.pooled_)}
+        out = {c: len(v) for c, v in self.by_class_.items()}
+        if self.small_ is not None:
+            out[SMALL_CLASSES] = len(self.small_)
+        return out
+
+    def _reference(self, group: int) -> np.ndarray:
+        if group in self.by_class_:
+            return self.by_class_[group]
+        # a class unseen at calibration: the small classes' set, or (none) the pooled one
+        return self.small_ if self.small_ is not None else self.pooled_
 
     def pvalues(self, scores: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
-        if not self.by_class_:
+        if not self.by_class_ and self.small_ is None:
             return upper_tail_pvalues(self.pooled_, scores)
-        if classes is None:
-            raise ValueError("per-class calibration needs the predicted classes")
+        groups_of = self.group_of(classes)
         out = np.empty(len(scores))
-        order, groups = class_groups(classes)
-        for cls, a, b in groups:
+        order, groups = class_groups(groups_of)
+        for grp, a, b in groups:
             idx = order[a:b]
-            out[idx] = upper_tail_pvalues(self.by_class_.get(cls, self.pooled_), scores[idx])
+            out[idx] = upper_tail_pvalues(self._reference(grp), scores[idx])
         return out
 
 

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .feature_evidence import OpenPCSEvidence, RMDEvidence
 from .knn import KNNEvidence
 from .ranks import upper_tail_pvalues
 
@@ -63,11 +64,16 @@ class CalibratedEvidence:
     def source(self) -> str:
         return self.evidence.source
 
-    def fit(self, x_fit: np.ndarray, x_reference: np.ndarray) -> CalibratedEvidence:
-        """Fit on ``x_fit``; reference scores from disjoint ID inputs ``x_reference``."""
+    def fit(self, x_fit: np.ndarray, x_reference: np.ndarray,
+            classes: np.ndarray | None = None) -> CalibratedEvidence:
+        """Fit on ``x_fit`` (with ``classes`` for class-aware evidences); reference scores from
+        disjoint ID inputs ``x_reference``."""
         if len(x_reference) == 0:
             raise ValueError(f"evidence {self.name!r} needs held-out reference inputs")
-        self.evidence.fit(x_fit)
+        if getattr(self.evidence, "needs_classes", False):
+            self.evidence.fit(x_fit, classes)
+        else:
+            self.evidence.fit(x_fit)
         self.reference_ = np.sort(np.asarray(self.evidence.score(x_reference), dtype=np.float64))
         return self
 
@@ -81,11 +87,12 @@ def pick_input(extra: dict[str, np.ndarray] | None, source: str, name: str) -> n
     return extra[source]
 
 
-EVIDENCES = {"knn": KNNEvidence, "energy": EnergyEvidence}
+EVIDENCES = {"knn": KNNEvidence, "energy": EnergyEvidence, "rmd": RMDEvidence,
+             "openpcs": OpenPCSEvidence}
 
 
 def make_evidence(name: str, **params: object) -> Evidence:
-    """Build a named evidence (``knn``, ``energy``) with its constructor parameters."""
+    """Build a named evidence (``knn``, ``energy``, ``rmd``, ``openpcs``) with its parameters."""
     if name not in EVIDENCES:
         raise ValueError(f"unknown evidence {name!r}; valid: {', '.join(sorted(EVIDENCES))}")
     return EVIDENCES[name](**params)  # type: ignore[arg-type]

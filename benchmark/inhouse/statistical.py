@@ -31,6 +31,19 @@ Extra = Mapping[str, np.ndarray] | None
 CLASS_SOURCES = ("predicted", "true")
 
 
+LAYER_SUBSETS = ("all", "early", "late")
+
+
+def layer_subset(layers: Sequence[str], subset: str) -> list[str]:
+    """All layers, the first half ("early") or the rest ("late"); at least one each."""
+    if subset not in LAYER_SUBSETS:
+        raise ValueError(f"layer_subset must be one of {LAYER_SUBSETS}, got {subset!r}")
+    if subset == "all" or len(layers) < 2:
+        return list(layers)
+    half = len(layers) // 2
+    return list(layers[:half] if subset == "early" else layers[half:])
+
+
 class StatisticalDetector:
     """Post-hoc detector giving a conformal p-value per input (scikit-learn style).
 
@@ -43,6 +56,7 @@ class StatisticalDetector:
     class_source: classes used to build references at fit: "predicted" or "true" labels
         (scoring always uses the predicted class).
     layers: layer names to use (None = every layer in the statistics, in order).
+    layer_subset: "all", "early" (the first half of those layers) or "late" (the rest).
     calibrate_per_class: conformal calibration per predicted class (else pooled).
     min_class_reference / min_class_calibration: below these sizes a class uses the pooled set.
     extra_evidence: objects with ``name, source, fit, score`` (see ``evidence.Evidence``); each is
@@ -59,6 +73,7 @@ class StatisticalDetector:
         per_class: bool = True,
         class_source: str = "predicted",
         layers: Sequence[str] | None = None,
+        layer_subset: str = "all",
         calibrate_per_class: bool = False,
         min_class_reference: int = DEFAULT_MIN_CLASS_SAMPLES,
         min_class_calibration: int = DEFAULT_MIN_CLASS_CALIBRATION,
@@ -73,6 +88,7 @@ class StatisticalDetector:
         self.per_class = per_class
         self.class_source = class_source
         self.layers = layers
+        self.layer_subset = layer_subset
         self.calibrate_per_class = calibrate_per_class
         self.min_class_reference = min_class_reference
         self.min_class_calibration = min_class_calibration
@@ -98,7 +114,9 @@ class StatisticalDetector:
             raise ValueError("class_source='true' needs the labels")
         if not 0.0 < self.evidence_holdout < 1.0:
             raise ValueError("evidence_holdout must be in (0, 1)")
-        self.units_: list[Unit] = plan_units(stats, self.layers, check_reductions(self.reductions))
+        layers = layer_subset(list(stats) if self.layers is None else list(self.layers),
+                              self.layer_subset)
+        self.units_: list[Unit] = plan_units(stats, layers, check_reductions(self.reductions))
         values = stack_units(stats, self.units_)
         classes = np.asarray(predicted if self.class_source == "predicted" else labels)
         if len(classes) != len(values):
@@ -106,20 +124,24 @@ class StatisticalDetector:
         self.references_ = ClassReferences(self.per_class, self.min_class_reference).fit(
             values, classes
         )
-        self.evidences_ = self._fit_evidence(len(values), extra)
+        self.evidences_ = self._fit_evidence(len(values), extra,
+                                             labels if labels is not None else classes)
         self.calibrator_: ConformalCalibrator | None = None
         return self
 
-    def _fit_evidence(self, n: int, extra: Extra) -> list[CalibratedEvidence]:
+    def _fit_evidence(self, n: int, extra: Extra, classes: np.ndarray
+                      ) -> list[CalibratedEvidence]:
         if not self.extra_evidence:
             return []
         perm = np.random.default_rng(self.seed).permutation(n)
         n_ref = min(n - 1, max(1, round(self.evidence_holdout * n)))
         ref_idx, fit_idx = np.sort(perm[:n_ref]), np.sort(perm[n_ref:])
         fitted = []
+        classes = np.asarray(classes)
         for ev in self.extra_evidence:
             x = np.asarray(pick_input(extra, ev.source, ev.name))
-            fitted.append(CalibratedEvidence(ev).fit(x[fit_idx], x[ref_idx]))
+            fitted.append(CalibratedEvidence(ev).fit(x[fit_idx], x[ref_idx],
+                                                     classes[fit_idx]))
         return fitted
 
     def calibrate(
@@ -134,6 +156,9 @@ class StatisticalDetector:
         self.calibrator_ = ConformalCalibrator(
             self.calibrate_per_class, self.min_class_calibration
         ).fit(t, predicted)
+        # kept for diagnostics (exchangeability with test data, per-class rates)
+        self.calibration_statistic_ = t
+        self.calibration_classes_ = np.asarray(predicted)
         return self
 
     # ------------------------------------------------------------------ scoring

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from benchmark.locks import entry_lock
 from benchmark.pipeline import model_sources
 from benchmark.pipeline.data import ImageSet, InputTransform
 from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec
+from benchmark.pipeline.training_rows import rows_record
 from benchmark.pipeline.wrapper import ClassifierNetwork, NetworkContractError, wrap
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Backbone:
     sha256: str
     trained_now: bool
     train_seconds: float
+    # rows of each split the backbone was trained on (from its record; see training_rows)
+    training_overlap: dict[str, int] = field(default_factory=dict)
 
 
 def build_model(spec: ModelSpec | str, params: dict[str, Any] | None = None) -> nn.Module:
@@ -329,19 +332,21 @@ def _cached_checkpoint(model: nn.Module, path: Path) -> tuple[nn.Module, str] | 
 def get_backbone(
     arch: str | ModelSpec, params: dict, recipe: Recipe, train_data: ImageSet,
     transform: InputTransform, cache_dir: Path, device: torch.device,
-    checkpoint: str | None = None,
+    checkpoint: str | None = None, split: dict[str, Any] | None = None,
 ) -> Backbone:
     """The trained backbone, wrapped: a user checkpoint, pretrained weights, the cached one, or
-    freshly trained (then cached). ``arch`` is a zoo name (with ``params``) or a ModelSpec."""
+    freshly trained (then cached). ``arch`` is a zoo name (with ``params``) or a ModelSpec;
+    ``split`` (seed, sizes) goes into the training record of a checkpoint trained now."""
     spec = arch if isinstance(arch, ModelSpec) else ModelSpec(arch=arch, params=dict(params))
-    bb = _get_backbone(spec, recipe, train_data, transform, cache_dir, device, checkpoint)
+    bb = _get_backbone(spec, recipe, train_data, transform, cache_dir, device, checkpoint,
+                       split)
     bb.model = wrapped(bb.model, spec, transform).to(device).eval()
     return bb
 
 
 def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
                   transform: InputTransform, cache_dir: Path, device: torch.device,
-                  checkpoint: str | None) -> Backbone:
+                  checkpoint: str | None, split: dict[str, Any] | None = None) -> Backbone:
     torch.manual_seed(recipe.seed)  # initial weights are part of the recipe
     arch, params = spec.key_arch, spec.params
     model = build_model(spec)
@@ -363,11 +368,12 @@ def _get_backbone(spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
     with entry_lock(path, f"the {arch} checkpoint"):  # concurrent jobs train it once
         if path.exists() and (cached := _cached_checkpoint(model, path)) is not None:
             return Backbone(cached[0].to(device), arch, path, cached[1], False, 0.0)
-        return _train_and_cache(model, spec, recipe, train_data, transform, device, path)
+        return _train_and_cache(model, spec, recipe, train_data, transform, device, path, split)
 
 
 def _train_and_cache(model: nn.Module, spec: ModelSpec, recipe: Recipe, train_data: ImageSet,
-                     transform: InputTransform, device: torch.device, path: Path) -> Backbone:
+                     transform: InputTransform, device: torch.device, path: Path,
+                     split: dict[str, Any] | None = None) -> Backbone:
     arch, params = spec.key_arch, spec.params
     log.info("training %s on %s (%d images); checkpoint will be cached at %s",
              arch, train_data.name, len(train_data), path)
@@ -382,6 +388,8 @@ def _train_and_cache(model: nn.Module, spec: ModelSpec, recipe: Recipe, train_da
     record = {"sha256": sha, "architecture": arch, "params": params, "recipe": recipe.__dict__,
               "train_data": train_data.content_hash, "n_train": len(train_data),
               "train_seconds": seconds, "compute": compute.describe(device)}
+    if (rows := rows_record(train_data, split)) is not None:
+        record["train_rows"] = rows
     with atomic_path(training_record_path(path)) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return Backbone(model, arch, path, sha, True, seconds)

@@ -53,7 +53,12 @@ def hook(library: str) -> ModuleType | None:
 
 
 def _code_hash(module: ModuleType, library: str) -> str:
-    h = hashlib.sha256(Path(module.__file__ or "").read_bytes())
+    """The analysis code (every file of it, when it is a package) and the library's."""
+    path = Path(module.__file__ or "")
+    files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
     h.update(source_hash(library).encode())
     return h.hexdigest()[:12]
 

@@ -99,7 +99,11 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float | None, o
             "network": prep.backbone.model.describe(),
             "missing": prep.backbone.model.missing(),
             # how the checkpoint was trained (threads, CPU kernels), when the harness trained it
-            "training": training_record(prep.backbone.checkpoint, prep.backbone.sha256),
+            "training": _without_mask(training_record(prep.backbone.checkpoint,
+                                                      prep.backbone.sha256)),
+            # rows of each split the backbone was trained on (fit: by design; held-out: 0,
+            # else the run was refused); empty when the checkpoint records no training rows
+            "training_rows_in_splits": prep.backbone.training_overlap,
         },
         "representations": {name: {"key": r.key, "from_cache": prep.cache_hits[name]}
                             for name, r in prep.reps.items()},
@@ -115,3 +119,11 @@ def write_manifest(cfg: DictConfig, prep: Prepared, id_accuracy: float | None, o
     manifest = tidy(manifest)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
+
+
+def _without_mask(record: dict | None) -> dict | None:
+    """A training record without its row mask (kept beside the checkpoint, not in manifests)."""
+    if not record or "train_rows" not in record:
+        return record
+    rows = {k: v for k, v in record["train_rows"].items() if k != "mask_b64"}
+    return {**record, "train_rows": rows}

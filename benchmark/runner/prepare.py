@@ -8,16 +8,23 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config_groups import runtime_dirs
-from benchmark.paths import REPO
-from benchmark.pipeline import catalog, checks, shifts
+from benchmark.paths import REPO, display_path
+from benchmark.pipeline import catalog, checks, shifts, training_rows
 from benchmark.pipeline import data as data_mod
-from benchmark.pipeline.backbones import Backbone, BackboneError, Recipe, get_backbone
+from benchmark.pipeline.backbones import (
+    Backbone,
+    BackboneError,
+    Recipe,
+    get_backbone,
+    training_record,
+)
 from benchmark.pipeline.features import extract
 from benchmark.pipeline.model_sources import ModelSourceError, ModelSpec, weights_input
 from benchmark.representations import InputBatches, Network, PrivateNetwork, Representations
@@ -334,6 +341,13 @@ def input_transform(cfg: DictConfig) -> data_mod.InputTransform:
                                    tuple(values["mean"]), tuple(values["std"]))
 
 
+def split_record(cfg: DictConfig) -> dict[str, Any]:
+    """How the ID training split was drawn (recorded with a checkpoint trained on it)."""
+    d = data_settings(cfg)
+    return {"seed": int(d.split_seed), "calibration_size": int(d.calibration_size),
+            "train_size": d.get("train_size")}
+
+
 def data_and_backbone(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet],
                                                  data_mod.IDSplits, dict[str, str],
                                                  data_mod.InputTransform, Backbone,
@@ -355,9 +369,13 @@ def data_and_backbone(cfg: DictConfig) -> tuple[dict[str, data_mod.ImageSet],
             "backbone=resnet20_tin (trained on Tiny ImageNet, committed) or "
             "backbone.checkpoint=<your file>")
     backbone = get_backbone(backbone_spec(cfg), {}, Recipe(**bb.recipe), sets["train"],
-                            transform, cache_root(cfg), device, bb.checkpoint)
+                            transform, cache_root(cfg), device, bb.checkpoint,
+                            split=split_record(cfg))
     if not anomaly:  # an anomaly pair's backbone is a feature extractor: its head is unused
         _check_classes(cfg, backbone, sets["train"])
+    record = training_record(backbone.checkpoint, backbone.sha256) or {}
+    backbone.training_overlap = training_rows.check_held_out(
+        record.get("train_rows"), sets, display_path(backbone.checkpoint))
     t_backbone = time.perf_counter() - t0 - t_data
     return sets, splits, skipped, transform, backbone, device, t_data, t_backbone
 

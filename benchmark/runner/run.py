@@ -215,6 +215,7 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
                 if prep.task == ANOMALY or name not in (VALIDATION, VALIDATION_OOD)}
     rows: list[dict[str, Any]] = []
     tuned: dict[str, Any] = {}
+    reports: dict[str, Any] = {}  # what a detector says about its own fit (e.g. split roles)
     draws = Draws(cfg, prep)
     fitted: dict[str, dict[str, Fitted]] = {lib: {} for lib in analysed}
     t_det = time.perf_counter()
@@ -225,6 +226,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
             key = score_cache.score_key(core, rep_keys, prep.device.type)
             out = cached_outcome(core, key, prep, cfg)
             rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
+            if report := fit_report(out.detector):
+                reports[det_id] = report
             if out.scores:
                 save_scores(out_dir, det_id, out.scores)
             if spec["library"] in analysed:
@@ -252,6 +255,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     frame = write_metric_tables(rows, out_dir, title=f"{cfg.pair.name} / {cfg.backbone.name}",
                                 skipped=prep.skipped)
     extra: dict[str, Any] = {"tuning": tuned} if tuned else {}
+    if reports:
+        extra["detector_fits"] = reports
     if interrupted:
         extra["interrupted"] = True
     write_manifest(cfg, prep, None if prep.task == ANOMALY else id_acc, out_dir, extra or None)
@@ -276,3 +281,10 @@ def to_store(cfg: DictConfig, specs: dict[str, dict[str, Any]], frame: pd.DataFr
             "detector_keys": det_keys}
     store.append(Path(str(cfg.store)).expanduser(), out_dir, frame, read_manifest(out_dir),
                  overrides, keys, {det: load_scores(out_dir, det) for det in detectors})
+
+
+def fit_report(detector: Any) -> dict[str, Any]:
+    """A fitted detector's own account of its fit (``fit_report()``, e.g. which split does
+    what), or nothing (a detector without one, or scores that came from the cache)."""
+    method = getattr(detector, "fit_report", None)
+    return dict(method() or {}) if callable(method) else {}

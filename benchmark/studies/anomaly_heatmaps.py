@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from benchmark.representations import Representations
 from benchmark.results import ID_TEST, OOD_PREFIX
+from benchmark.studies.pictures import show
 
 TITLE = ("# Anomaly detectors: FCDD heatmaps\n\n"
          "Each heatmap is FCDD's anomaly map upsampled with a Gaussian over each output cell's "
@@ -41,15 +42,6 @@ def _test_rows(detector, reps: dict[str, Representations]
     return torch.cat(xs), np.concatenate(scores), names
 
 
-def _show(x: np.ndarray) -> np.ndarray:
-    """The model-ready input back as a picture: each channel stretched to [0, 1] on its own
-    (undoes the per-channel normalisation up to contrast, so gray stays gray)."""
-    img = np.transpose(x, (1, 2, 0))
-    low, span = img.min(axis=(0, 1)), np.ptp(img, axis=(0, 1))
-    img = (img - low) / (span + 1e-8)
-    return img[..., 0] if img.shape[-1] == 1 else img
-
-
 def heatmap_grid(detector, reps: dict[str, Representations], path: Path) -> dict[str, Any]:
     """The PNG of the ``PER_ROW`` most and least anomalous test images, each above its heatmap,
     every heatmap on one colour scale (so a dark map is a low score, not a rescaled one);
@@ -64,7 +56,7 @@ def heatmap_grid(detector, reps: dict[str, Representations], path: Path) -> dict
         sub.suptitle(f"{title} (set and score above each image)", x=0.01, ha="left", fontsize=8)
         axes = sub.subplots(2, PER_ROW)
         for j, r in enumerate(rows):
-            axes[0, j].imshow(_show(x[r].numpy()), cmap="gray")
+            axes[0, j].imshow(show(x[r].numpy()), cmap="gray")
             axes[0, j].set_title(f"{names[r]}\n{scores[r]:.3f}", fontsize=6)
             image = axes[1, j].imshow(maps[title][j], cmap="inferno", vmin=0.0, vmax=vmax)
             axes[0, j].axis("off")

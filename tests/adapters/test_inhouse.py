@@ -20,18 +20,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_shipped_config_builds_and_scores(world):
-    assert available() == ["NeuralFP", "Statistical"]
+    assert available() == ["Grouped", "MaSF", "NeuralFP", "Statistical"]
     specs = {}
     for path in sorted((REPO / "configs" / "detector" / "inhouse").glob("*.yaml")):
         specs.update(yaml.safe_load(path.read_text()).get("detectors", {}))
-    assert {"inhouse_stat_max", "inhouse_stat_knn", "inhouse_neuralfp"} <= set(specs)
+    assert {"inhouse_stat_max", "inhouse_stat_knn", "inhouse_neuralfp", "inhouse_grouped",
+            "inhouse_masf", "inhouse_openpcs_class"} <= set(specs)
     for key, spec in specs.items():
         assert key.startswith("inhouse_") and spec["library"] == "inhouse"
         params = dict(spec["params"])
         if spec["name"] == "NeuralFP":
             params["epochs"] = 2  # training length is not what this test is about
         det = build_detector(spec["library"], spec["name"], params)
-        assert det.consumes is Consumes.LAYER_STATS
+        reads_layers = "layers" in str(params.get("groups", "layers"))
+        assert det.consumes is (Consumes.LAYER_STATS if reads_layers else Consumes.FEATURES)
         det.fit(world.fit, None, calibration=world.calibration)
         scores = det.score(world.id, None)
         assert scores.shape == (len(world.id),) and np.isfinite(scores).all(), key
