@@ -13,7 +13,6 @@ import copy
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from .feature_evidence import OpenPCSEvidence, RMDEvidence
 from .knn import KNNEvidence
@@ -44,8 +43,9 @@ class EnergyEvidence:
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(np.asarray(x, dtype=np.float32)) / self.temperature
-        return (-self.temperature * torch.logsumexp(z, dim=1)).double().numpy()
+        z = np.asarray(x, dtype=np.float64) / self.temperature
+        top = z.max(axis=1)
+        return -self.temperature * (top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
 
 
 class CalibratedEvidence:

@@ -34,7 +34,7 @@ def _precision(centred: np.ndarray) -> np.ndarray:
 
 def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     d = x - mean
-    return np.einsum("nd,de,ne->n", d, precision, d)
+    return ((d @ precision) * d).sum(1)
 
 
 class RMDEvidence:
@@ -59,8 +59,12 @@ class RMDEvidence:
         return self
 
     def score(self, x: np.ndarray) -> np.ndarray:
+        """Expanded: ``x'Px - 2 x'P mu_c + mu_c'P mu_c`` (one matrix product for all classes)."""
         x = np.asarray(x, dtype=np.float64)
-        per_class = np.stack([_mahalanobis(x, m, self.precision_) for m in self.means_], axis=1)
+        xp = x @ self.precision_
+        own = (xp * x).sum(1)
+        per_class = (own[:, None] - 2.0 * xp @ self.means_.T
+                     + np.einsum("kd,de,ke->k", self.means_, self.precision_, self.means_))
         return per_class.min(1) - _mahalanobis(x, self.background_mean_,
                                                self.background_precision_)
 

@@ -71,17 +71,19 @@ def test_benjamini_hochberg_edges() -> None:
 
 
 # ------------------------------------------------------------------------ calibration
-def test_per_class_calibration_ranks_within_each_class_and_small_classes_pool() -> None:
+def test_per_class_calibration_ranks_within_each_class_and_small_classes_together() -> None:
     rng = np.random.default_rng(11)
     scores = rng.normal(size=600)
     classes = np.r_[np.zeros(300, int), np.ones(250, int), np.full(50, 2)]
     scores[classes == 1] += 2.0  # class 1 runs hotter
     cal = ConformalCalibrator(per_class=True, min_class_samples=100).fit(scores, classes)
-    assert sorted(cal.by_class_) == [0, 1] and cal.smallest_n == 250
+    # class 2 (50 < 100 points) is calibrated on the small classes' own points, not the pool
+    assert sorted(cal.by_class_) == [0, 1] and cal.small_classes_ == [2] and cal.smallest_n == 50
     test = rng.normal(size=90) + 1.0
     test_cls = np.repeat([0, 1, 2], 30)
     got = cal.pvalues(test, test_cls)
-    for c, ref in ((0, scores[classes == 0]), (1, scores[classes == 1]), (2, scores)):
+    for c, ref in ((0, scores[classes == 0]), (1, scores[classes == 1]),
+                   (2, scores[classes == 2])):
         rows = test_cls == c
         np.testing.assert_array_equal(got[rows], _upper_tail(ref, test[rows]))
     pooled = ConformalCalibrator().fit(scores)
