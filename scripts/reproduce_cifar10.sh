@@ -7,7 +7,9 @@
 #                                 (need OpenOOD and Oodeel)
 #   results/cifar10_libraries/    every detector of the four sources (capped sizes), report
 #   results/checkpoints/resnet20_cifar10_s{1,2}.*  two more seeds (the tables' mean ± sd)
-# Usage: bash scripts/reproduce_cifar10.sh [train|seeds|benchmark|tables|libraries|all]
+#   results/inhouse_cifar10/      the in-house detectors' analyses on the three seeds (validity,
+#                                 per-class FPR, calibration size, galleries, screening)
+# Usage: bash scripts/reproduce_cifar10.sh [train|seeds|benchmark|tables|libraries|inhouse|all]
 # On 2 CPU cores: training ~75 min (resumable: rerun after an interruption), the rest ~1 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,4 +54,17 @@ if [[ $what == libraries || $what == all ]]; then
     backbone.checkpoint="$ckpt" data.fit_size=5000 data.max_id_test=2000 data.max_ood=2000 \
     detector_time_limit_s=300 hydra.sweep.dir=multirun/cifar10_all
   ood-bench-report multirun/cifar10_all --out results/cifar10_libraries --robustness
+fi
+if [[ $what == inhouse || $what == all ]]; then
+  rm -rf multirun/inhouse_cifar10
+  ood-bench -m pair=cifar10_openood backbone=resnet20 \
+    backbone.checkpoint=$ckpt,results/checkpoints/resnet20_cifar10_s1.pt,results/checkpoints/resnet20_cifar10_s2.pt \
+    detector=inhouse_with_references compute.threads=1 hydra.sweep.dir=multirun/inhouse_cifar10
+  for run in multirun/inhouse_cifar10/[0-9]_*; do
+    seed=${run##*/}; seed=seed_${seed%%_*}
+    mkdir -p "results/inhouse_cifar10/$seed"
+    cp "$run"/metrics.csv "$run"/metrics.md "$run"/manifest.json "$run"/analysis_inhouse.md \
+      "results/inhouse_cifar10/$seed/"
+    cp -r "$run"/inhouse "results/inhouse_cifar10/$seed/"
+  done
 fi

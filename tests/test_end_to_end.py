@@ -156,6 +156,10 @@ def test_second_run_reuses_every_cache(first_run, root, tmp_path) -> None:
     frame = pd.read_csv(tmp_path / "metrics.csv")
     ok = frame[frame.status == "ok"]
     assert ok.from_cache.all()
+    # which split does what, even when the grouped detector's scores came from the cache
+    roles = m["detector_fits"]["inhouse_grouped"]["split_roles"]
+    assert roles == json.loads((out1 / "manifest.json").read_text())["detector_fits"][
+        "inhouse_grouped"]["split_roles"] and "calibration-split" in roles["reference"]
     before = pd.read_csv(out1 / "metrics.csv")
     assert before.auroc.fillna(-1).tolist() == frame.auroc.fillna(-1).tolist()
     assert seconds < first_seconds

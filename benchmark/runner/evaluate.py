@@ -69,6 +69,9 @@ class DetectorOutcome:
 
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    # the detector's own account of its fit (``fit_report()``: e.g. which split does what),
+    # kept with the cached scores so a cache hit still records it
+    fit_report: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = float("nan")
     score_seconds: dict[str, float] = field(default_factory=dict)
     # importing the library's modules in this process (nonzero for the first detector of a
@@ -82,7 +85,7 @@ class DetectorOutcome:
     def meta(self) -> dict[str, Any]:
         return {"fit_seconds": self.fit_seconds, "score_seconds": self.score_seconds,
                 "consumes": self.consumes, "peak_memory_mb": self.peak_memory_mb,
-                "import_seconds": self.import_seconds}
+                "import_seconds": self.import_seconds, "fit_report": self.fit_report}
 
 
 def evaluate_detector(spec: dict[str, Any], prep: Prepared, batch_size: int,
@@ -138,7 +141,14 @@ def _evaluate(spec: dict[str, Any], prep: Prepared, batch_size: int, split_keys:
             out.errors = dict.fromkeys(split_keys, out.errors[key])
             break
     out.detector = det
+    out.fit_report = fit_report(det)
     return out
+
+
+def fit_report(detector: Any) -> dict[str, Any]:
+    """A fitted detector's own account of its fit (``fit_report()``), or nothing."""
+    method = getattr(detector, "fit_report", None)
+    return dict(method() or {}) if callable(method) else {}
 
 
 def check_network(det: Detector, prep: Prepared) -> None:
@@ -160,7 +170,8 @@ def cached_outcome(spec: dict[str, Any], key: str, prep: Prepared, cfg: DictConf
                                score_seconds=meta["score_seconds"], consumes=meta["consumes"],
                                from_cache=True,
                                peak_memory_mb=meta.get("peak_memory_mb", float("nan")),
-                               import_seconds=meta.get("import_seconds", 0.0))
+                               import_seconds=meta.get("import_seconds", 0.0),
+                               fit_report=meta.get("fit_report") or {})
     out = evaluate_detector(spec, prep, cfg.data.batch_size, cfg.get("detector_time_limit_s"),
                             split_keys)
     if use_cache and not out.errors:

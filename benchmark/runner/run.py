@@ -226,8 +226,8 @@ def _run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
             key = score_cache.score_key(core, rep_keys, prep.device.type)
             out = cached_outcome(core, key, prep, cfg)
             rows.extend(metric_rows(det_id, spec, out, prep, cfg, draws))
-            if report := fit_report(out.detector):
-                reports[det_id] = report
+            if out.fit_report:
+                reports[det_id] = out.fit_report
             if out.scores:
                 save_scores(out_dir, det_id, out.scores)
             if spec["library"] in analysed:
@@ -282,9 +282,3 @@ def to_store(cfg: DictConfig, specs: dict[str, dict[str, Any]], frame: pd.DataFr
     store.append(Path(str(cfg.store)).expanduser(), out_dir, frame, read_manifest(out_dir),
                  overrides, keys, {det: load_scores(out_dir, det) for det in detectors})
 
-
-def fit_report(detector: Any) -> dict[str, Any]:
-    """A fitted detector's own account of its fit (``fit_report()``, e.g. which split does
-    what), or nothing (a detector without one, or scores that came from the cache)."""
-    method = getattr(detector, "fit_report", None)
-    return dict(method() or {}) if callable(method) else {}
