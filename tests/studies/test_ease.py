@@ -48,7 +48,8 @@ def test_the_probe_is_a_standalone_program() -> None:
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(MARK))
     answer = __import__("json").loads(line.removeprefix(MARK))
     assert answer["import_ok"] and answer["dist_version"]
-    assert answer["available"] == ["NeuralFP", "Statistical"] and answer["workarounds"] == {}
+    assert answer["available"] == ["Grouped", "MaSF", "NeuralFP", "Statistical"]
+    assert answer["workarounds"] == {}
 
 
 def test_measures_pytorch_ood_from_its_library_info() -> None:
