@@ -82,5 +82,12 @@ if [[ $what == inhouse || $what == all ]]; then
     "${EXTRA[@]}"
   ood-bench-report multirun/mnist_inhouse --out results/mnist_inhouse \
     --command "bash scripts/reproduce_mnist.sh inhouse"
-  for s in 0 1 2; do keep multirun/mnist_inhouse/$s results/mnist_inhouse/runs/seed_$s; done
+  keep multirun/mnist_inhouse/0_* results/mnist_inhouse/runs/seed_0  # with the analyses
+  for s in 1 2; do
+    mkdir -p results/mnist_inhouse/runs/seed_$s
+    cp multirun/mnist_inhouse/${s}_*/{metrics.csv,metrics.md,manifest.json} \
+      results/mnist_inhouse/runs/seed_$s/
+  done
+  python scripts/inhouse_vs_best.py multirun/mnist_inhouse \
+    --out results/mnist_inhouse/inhouse_vs_best.md
 fi
