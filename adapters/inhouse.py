@@ -250,9 +250,9 @@ class InhouseGrouped(InhouseDetector):
             plan = self.detector._plan()  # bad groups, combiners, weights: an error now
         except (TypeError, ValueError, KeyError) as exc:
             raise DetectorError(f"inhouse {name}: {exc}") from exc
-        members = {type(m).__name__ for ms in plan.values() for m in ms}
-        if "_LayersMember" not in members:
-            sources = {m.evidence.source for ms in plan.values() for m in ms}
+        sources = {getattr(getattr(m, "evidence", None), "source", "layer_stats")
+                   for ms in plan.values() for m in ms}  # the layers member reads layer stats
+        if "layer_stats" not in sources:
             self.consumes = Consumes.LOGITS if sources == {"logits"} else Consumes.FEATURES
 
     def fit(self, id_fit: Representations, network: Network | None = None,

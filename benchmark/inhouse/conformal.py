@@ -129,4 +129,6 @@ def tie_break(primary: np.ndarray, secondary: np.ndarray, eps: float = 1e-6) -> 
     """
     s = np.asarray(secondary, dtype=np.float64)
     u = np.sign(s) * np.log1p(np.abs(s))
-    return primary + eps * u / (1.0 + np.abs(u))
+    with np.errstate(invalid="ignore"):
+        shift = np.where(np.isinf(u), np.sign(u), u / (1.0 + np.abs(u)))  # T = inf: the top
+    return primary + eps * shift

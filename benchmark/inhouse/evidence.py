@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .feature_evidence import OpenPCSEvidence, RMDEvidence
+from .feature_evidence import LayerMahalanobisEvidence, OpenPCSEvidence, RMDEvidence
 from .knn import KNNEvidence
 from .ranks import upper_tail_pvalues
 
@@ -88,7 +88,7 @@ def pick_input(extra: dict[str, np.ndarray] | None, source: str, name: str) -> n
 
 
 EVIDENCES = {"knn": KNNEvidence, "energy": EnergyEvidence, "rmd": RMDEvidence,
-             "openpcs": OpenPCSEvidence}
+             "openpcs": OpenPCSEvidence, "layer_mahalanobis": LayerMahalanobisEvidence}
 
 
 def make_evidence(name: str, **params: object) -> Evidence:

@@ -6,6 +6,10 @@ detector to pass them. Scores are higher = more OOD.
 
 - :class:`RMDEvidence`: relative Mahalanobis distance (Ren et al. 2021): distance to the closest
   class Gaussian (shared covariance) minus the distance to one background Gaussian.
+- :class:`LayerMahalanobisEvidence`: class-conditional Mahalanobis distance (shared
+  covariance, closest class) on each monitored layer's channel vector, the layers combined by
+  Fisher over their chi-square tails (a statistic; the detector references it conformally):
+  the per-layer evidence of MDS-ensemble and Oodeel's Fisher aggregator.
 - :class:`OpenPCSEvidence`: one probabilistic PCA per class (Tipping & Bishop 1999), score =
   minus the largest class log-likelihood: the feature-space detector of Carvalho, Vellasco and
   Amaral (IJCNN 2023), called OpenPCS-Class in their public code.
@@ -14,10 +18,24 @@ detector to pass them. Scores are higher = more OOD.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
+from scipy import stats as sps
 
 from .reference import class_groups
 
 _RIDGE = 1e-6  # relative to the mean variance: keeps covariances invertible
+
+
+def chi2_logsf(x: np.ndarray, df: int) -> np.ndarray:
+    """``log P(chi2_df >= x)``, finite far in the tail (where scipy's underflows to -inf: the
+    leading term of the asymptotic series, ``(k - 1) log(x/2) - x/2 - lgamma(k)``, k = df/2)."""
+    out = sps.chi2.logsf(x, df)
+    far = ~np.isfinite(out)
+    if far.any():
+        k = df / 2.0
+        xf = np.maximum(x[far], 1e-300)
+        out[far] = (k - 1.0) * np.log(xf / 2.0) - xf / 2.0 - special.gammaln(k)
+    return out
 
 
 def _classes_or_raise(classes: np.ndarray | None, n: int, name: str) -> np.ndarray:
@@ -118,3 +136,37 @@ class OpenPCSEvidence:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return -self.log_likelihoods(x).max(axis=1)
+
+
+class LayerMahalanobisEvidence:
+    """Per-layer closest-class Mahalanobis distance on the layers' spatial-mean vectors, the
+    layers combined by Fisher over ``P(chi2_C >= d)`` (C = the layer's channels). Reads the
+    per-layer statistics (``source="layer_stats"``: ``{layer: {"mean": N x C}}``)."""
+
+    needs_classes = True
+
+    def __init__(self, reduction: str = "mean", source: str = "layer_stats") -> None:
+        self.reduction = reduction
+        self.source = source
+        self.name = "layer_mahalanobis"
+
+    def _layers(self, stats) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v[self.reduction], dtype=np.float64) for k, v in stats.items()}
+
+    def fit(self, stats, classes: np.ndarray | None = None) -> LayerMahalanobisEvidence:
+        layers = self._layers(stats)
+        self.models_ = {}
+        for name, x in layers.items():
+            self.models_[name] = RMDEvidence().fit(x, classes)
+        return self
+
+    def score(self, stats) -> np.ndarray:
+        total = None
+        for name, x in self._layers(stats).items():
+            m = self.models_[name]
+            xp = x @ m.precision_
+            d = ((xp * x).sum(1)[:, None] - 2.0 * xp @ m.means_.T
+                 + np.einsum("kd,de,ke->k", m.means_, m.precision_, m.means_)).min(1)
+            term = -2.0 * chi2_logsf(np.maximum(d, 0.0), x.shape[1])
+            total = term if total is None else total + term
+        return total

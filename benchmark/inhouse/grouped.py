@@ -72,17 +72,21 @@ class _EvidenceMember:
         self.evidence = evidence
         self.name = evidence.name
 
+    def _input(self, stats: Stats, extra: Extra):
+        if self.evidence.source == "layer_stats":  # evidences over the layer statistics
+            return stats
+        return np.asarray(pick_input(extra, self.evidence.source, self.name))
+
     def fit(self, stats: Stats, predicted: np.ndarray, labels: np.ndarray | None,
             extra: Extra) -> None:
-        x = np.asarray(pick_input(extra, self.evidence.source, self.name))
+        x = self._input(stats, extra)
         if getattr(self.evidence, "needs_classes", False):
             self.evidence.fit(x, labels if labels is not None else predicted)
         else:
             self.evidence.fit(x)
 
     def statistic(self, stats: Stats, predicted: np.ndarray, extra: Extra) -> np.ndarray:
-        return np.asarray(self.evidence.score(pick_input(extra, self.evidence.source,
-                                                         self.name)), dtype=np.float64)
+        return np.asarray(self.evidence.score(self._input(stats, extra)), dtype=np.float64)
 
 
 TAILS = ("exponential", "none")

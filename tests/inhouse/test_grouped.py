@@ -19,6 +19,8 @@ from benchmark.inhouse import (
     StatisticalDetector,
 )
 from benchmark.inhouse.diagnostics import clopper_pearson
+from benchmark.inhouse.evidence import make_evidence
+from benchmark.inhouse.feature_evidence import chi2_logsf
 from benchmark.inhouse.grouped import tail_log_pvalues
 from benchmark.inhouse.ranks import upper_tail_pvalues
 from tests.inhouse.test_inhouse import ood_labels, synthetic_stats
@@ -222,3 +224,23 @@ def test_masf_reads_fishers_statistic_off_the_chi_square_tail() -> None:
     flagged = masf.decide(copies(3000), np.zeros(3000, int), 0.05)
     lo, _ = clopper_pearson(int(flagged.sum()), 3000, 0.999)
     assert lo > 0.08
+
+
+def test_layer_mahalanobis_is_fisher_over_each_layers_chi_square_tail() -> None:
+    rng = np.random.default_rng(8)
+    fit, y_fit = synthetic_stats(rng, 800)
+    test, _ = synthetic_stats(rng, 30, shift=0.5)
+    ev = make_evidence("layer_mahalanobis").fit(fit, y_fit)
+    want = 0.0
+    for layer, reds in fit.items():
+        x = reds["mean"].astype(np.float64)
+        q = test[layer]["mean"].astype(np.float64)
+        rmd = RMDEvidence().fit(x, y_fit)
+        d = np.min([np.einsum("nd,de,ne->n", q - m, rmd.precision_, q - m)
+                    for m in rmd.means_], axis=0)
+        want = want - 2 * sps.chi2.logsf(d, x.shape[1])
+    np.testing.assert_allclose(ev.score(test), want, rtol=1e-6)
+    # far in the tail, where scipy's log-tail underflows, the value stays finite and ordered
+    far = chi2_logsf(np.array([1e3, 1e4, 1e5]), 16)
+    assert np.isfinite(far).all() and (np.diff(far) < 0).all()
+    assert far[0] == pytest.approx(sps.chi2.logsf(1e3, 16), rel=1e-6)
