@@ -272,4 +272,4 @@ def test_hydra_configs_cover_every_postprocessor():
             args = yaml.safe_load(yml.read_text())["postprocessor"]["postprocessor_args"]
             assert set(search) <= set(args), (name, set(search) - set(args))
     defaults = yaml.safe_load((folder / "all.yaml").read_text())["defaults"]
-    assert defaults == [f"openood/{n}" for n in ALL_NAMES]
+    assert defaults == [f"/detector/openood/{n}" for n in ALL_NAMES]  # includable elsewhere
