@@ -39,7 +39,8 @@ def ood_sets(reps: dict[str, Representations]) -> dict[str, Representations]:
 
 
 def dataset_of(rep: Representations) -> str:
-    return (rep.name or "").split("/")[0]
+    """The dataset a split was drawn from (a shifted copy is named ``<dataset>-<shift>``)."""
+    return (rep.name or "").split("/")[0].split("-")[0]
 
 
 def shifted_sets(reps: dict[str, Representations]) -> dict[str, Representations]:
