@@ -67,4 +67,11 @@ if [[ $what == inhouse || $what == all ]]; then
       "results/inhouse_cifar10/$seed/"
     cp -r "$run"/inhouse "results/inhouse_cifar10/$seed/"
   done
+  # shift vs failure on the covariate shifts (pair cifar10), seed 0
+  ood-bench pair=cifar10 backbone=resnet20 backbone.checkpoint=$ckpt detector=inhouse/grouped \
+    compute.threads=1 hydra.run.dir=outputs/inhouse_cifar10_shifts
+  mkdir -p results/inhouse_cifar10/shifts_seed_0
+  cp outputs/inhouse_cifar10_shifts/{metrics.csv,metrics.md,manifest.json,analysis_inhouse.md} \
+    results/inhouse_cifar10/shifts_seed_0/
+  cp -r outputs/inhouse_cifar10_shifts/inhouse results/inhouse_cifar10/shifts_seed_0/
 fi
