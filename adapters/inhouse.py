@@ -151,47 +151,17 @@ class InhouseDetector(LayerStatsDetector):
             raise DetectorError(f"inhouse {self.name}: the split has no layer statistics")
 
 
-class InhouseStatistical(InhouseDetector):
-    """``StatisticalDetector``: conformal p-values from per-channel rank tests."""
-
-    valid_params = STATISTICAL_PARAMS
-
-    def __init__(self, name: str = "Statistical", **params: Any) -> None:
-        super().__init__(name, **params)
-        p = _lists(params)
-        evidence = [self._evidence(e, p) for e in p.pop("extra_evidence", None) or []]
-        for key in ("knn_k", "knn_max_bank", "energy_temperature", "calibration_fraction"):
-            p.pop(key, None)
-        try:
-            self.detector = StatisticalDetector(**p, extra_evidence=evidence)
-        except TypeError as exc:
-            raise DetectorError(f"inhouse {name}: {exc}") from exc
-
-    @staticmethod
-    def _evidence(spec: Any, p: dict[str, Any]) -> Any:
-        name = spec if isinstance(spec, str) else dict(spec).get("name")
-        kwargs = (
-            {} if isinstance(spec, str) else {k: v for k, v in dict(spec).items() if k != "name"}
-        )
-        if name == "knn":
-            kwargs.setdefault("k", int(p.get("knn_k", 50)))
-            kwargs.setdefault("max_bank", p.get("knn_max_bank"))
-        elif name == "energy":
-            kwargs.setdefault("temperature", float(p.get("energy_temperature", 1.0)))
-        try:
-            ev = make_evidence(str(name), **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise DetectorError(f"inhouse Statistical: extra_evidence {spec!r}: {exc}") from exc
-        if ev.source not in EVIDENCE_SOURCES:
-            raise DetectorError(f"evidence source {ev.source!r} not in {sorted(EVIDENCE_SOURCES)}")
-        return ev
+class InhouseConformal(InhouseDetector):
+    """The package's detectors with a conformally calibrated statistic (``self.detector``:
+    ``fit(stats, predicted, labels, extra)``, ``calibrate``, ``score``, ``pvalues``,
+    ``explain``): one fit protocol, one set of scoring methods."""
 
     def fit(
         self,
         id_fit: Representations,
         network: Network | None = None,
         calibration: Representations | None = None,
-    ) -> InhouseStatistical:
+    ) -> InhouseConformal:
         self.fitted_ = False  # a failed refit leaves nothing usable behind
         self._check(id_fit)
         fit, cal = self._splits(id_fit, calibration)
@@ -226,6 +196,42 @@ class InhouseStatistical(InhouseDetector):
         )
 
 
+class InhouseStatistical(InhouseConformal):
+    """``StatisticalDetector``: conformal p-values from per-channel rank tests."""
+
+    valid_params = STATISTICAL_PARAMS
+
+    def __init__(self, name: str = "Statistical", **params: Any) -> None:
+        super().__init__(name, **params)
+        p = _lists(params)
+        evidence = [self._evidence(e, p) for e in p.pop("extra_evidence", None) or []]
+        for key in ("knn_k", "knn_max_bank", "energy_temperature", "calibration_fraction"):
+            p.pop(key, None)
+        try:
+            self.detector = StatisticalDetector(**p, extra_evidence=evidence)
+        except TypeError as exc:
+            raise DetectorError(f"inhouse {name}: {exc}") from exc
+
+    @staticmethod
+    def _evidence(spec: Any, p: dict[str, Any]) -> Any:
+        name = spec if isinstance(spec, str) else dict(spec).get("name")
+        kwargs = (
+            {} if isinstance(spec, str) else {k: v for k, v in dict(spec).items() if k != "name"}
+        )
+        if name == "knn":
+            kwargs.setdefault("k", int(p.get("knn_k", 50)))
+            kwargs.setdefault("max_bank", p.get("knn_max_bank"))
+        elif name == "energy":
+            kwargs.setdefault("temperature", float(p.get("energy_temperature", 1.0)))
+        try:
+            ev = make_evidence(str(name), **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise DetectorError(f"inhouse Statistical: extra_evidence {spec!r}: {exc}") from exc
+        if ev.source not in EVIDENCE_SOURCES:
+            raise DetectorError(f"evidence source {ev.source!r} not in {sorted(EVIDENCE_SOURCES)}")
+        return ev
+
+
 def _plain(value: Any) -> Any:
     """Hydra's DictConfig/ListConfig (or plain containers) as plain dicts and lists."""
     if hasattr(value, "items"):
@@ -235,7 +241,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class InhouseGrouped(InhouseDetector):
+class InhouseGrouped(InhouseConformal):
     """``GroupedDetector``: evidence groups, each one p-value, combined and calibrated again."""
 
     valid_params = GROUPED_PARAMS
@@ -254,38 +260,6 @@ class InhouseGrouped(InhouseDetector):
                    for ms in plan.values() for m in ms}  # the layers member reads layer stats
         if "layer_stats" not in sources:
             self.consumes = Consumes.LOGITS if sources == {"logits"} else Consumes.FEATURES
-
-    def fit(self, id_fit: Representations, network: Network | None = None,
-            calibration: Representations | None = None) -> InhouseGrouped:
-        self.fitted_ = False
-        self._check(id_fit)
-        fit, cal = self._splits(id_fit, calibration)
-        self.detector.fit(fit.layer_stats, fit.predictions, fit.labels, extra=extra_arrays(fit))
-        self.detector.calibrate(cal.layer_stats, cal.predictions, extra=extra_arrays(cal))
-        self.fitted_ = True
-        return self
-
-    def score(self, split: Representations, network: Network | None = None) -> np.ndarray:
-        """``-log p`` of the final conformal p-value, higher = more OOD."""
-        self.check_fitted()
-        self._check(split)
-        return self.detector.score(split.layer_stats, split.predictions, extra=extra_arrays(split))
-
-    def pvalues(self, split: Representations) -> np.ndarray:
-        self.check_fitted()
-        return self.detector.pvalues(split.layer_stats, split.predictions,
-                                     extra=extra_arrays(split))
-
-    def level_threshold(self, alpha: float) -> float:
-        return float(-np.log(alpha))
-
-    def decide(self, split: Representations, alpha: float) -> np.ndarray:
-        return self.pvalues(split) <= alpha
-
-    def explain(self, split: Representations, alpha: float = 0.05) -> Explanation:
-        self.check_fitted()
-        return self.detector.explain(split.layer_stats, split.predictions, alpha=alpha,
-                                     extra=extra_arrays(split))
 
     def fit_report(self) -> dict[str, Any]:
         """Which split does what (the manifest records it)."""

@@ -132,3 +132,24 @@ def tie_break(primary: np.ndarray, secondary: np.ndarray, eps: float = 1e-6) -> 
     with np.errstate(invalid="ignore"):
         shift = np.where(np.isinf(u), np.sign(u), u / (1.0 + np.abs(u)))  # T = inf: the top
     return primary + eps * shift
+
+
+class ConformalScoring:
+    """Scoring shared by the detectors whose ``_evaluate(stats, predicted, extra)`` returns
+    (test log p-values, statistic T, conformal p-values)."""
+
+    def pvalues(self, stats, predicted: np.ndarray, extra=None) -> np.ndarray:
+        """Conformal p-values: valid for ID inputs exchangeable with the calibration split."""
+        return self._evaluate(stats, predicted, extra)[2]
+
+    def score(self, stats, predicted: np.ndarray, extra=None) -> np.ndarray:
+        """``-log p`` (higher = more OOD), ties in p broken by T (see :func:`tie_break`)."""
+        _, t, p = self._evaluate(stats, predicted, extra)
+        return tie_break(-np.log(p), t)
+
+    def decide(self, stats, predicted: np.ndarray, alpha: float, extra=None) -> np.ndarray:
+        """OOD iff ``p <= alpha``: false alarms on ID data at rate at most alpha."""
+        return self.pvalues(stats, predicted, extra) <= alpha
+
+    def _evaluate(self, stats, predicted: np.ndarray, extra):  # pragma: no cover - abstract
+        raise NotImplementedError

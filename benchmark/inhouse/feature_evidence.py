@@ -76,15 +76,19 @@ class RMDEvidence:
         self.background_precision_ = _precision(x - self.background_mean_)
         return self
 
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Expanded: ``x'Px - 2 x'P mu_c + mu_c'P mu_c`` (one matrix product for all classes)."""
+    def closest_class_distance(self, x: np.ndarray) -> np.ndarray:
+        """``min_c MD_c(x)``, expanded as ``x'Px - 2 x'P mu_c + mu_c'P mu_c`` (one matrix product
+        for all classes)."""
         x = np.asarray(x, dtype=np.float64)
         xp = x @ self.precision_
-        own = (xp * x).sum(1)
-        per_class = (own[:, None] - 2.0 * xp @ self.means_.T
+        per_class = ((xp * x).sum(1)[:, None] - 2.0 * xp @ self.means_.T
                      + np.einsum("kd,de,ke->k", self.means_, self.precision_, self.means_))
-        return per_class.min(1) - _mahalanobis(x, self.background_mean_,
-                                               self.background_precision_)
+        return per_class.min(1)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return self.closest_class_distance(x) - _mahalanobis(x, self.background_mean_,
+                                                             self.background_precision_)
 
 
 class OpenPCSEvidence:
@@ -154,19 +158,14 @@ class LayerMahalanobisEvidence:
         return {k: np.asarray(v[self.reduction], dtype=np.float64) for k, v in stats.items()}
 
     def fit(self, stats, classes: np.ndarray | None = None) -> LayerMahalanobisEvidence:
-        layers = self._layers(stats)
-        self.models_ = {}
-        for name, x in layers.items():
-            self.models_[name] = RMDEvidence().fit(x, classes)
+        self.models_ = {name: RMDEvidence().fit(x, classes)
+                        for name, x in self._layers(stats).items()}
         return self
 
     def score(self, stats) -> np.ndarray:
         total = None
         for name, x in self._layers(stats).items():
-            m = self.models_[name]
-            xp = x @ m.precision_
-            d = ((xp * x).sum(1)[:, None] - 2.0 * xp @ m.means_.T
-                 + np.einsum("kd,de,ke->k", m.means_, m.precision_, m.means_)).min(1)
+            d = self.models_[name].closest_class_distance(x)
             term = -2.0 * chi2_logsf(np.maximum(d, 0.0), x.shape[1])
             total = term if total is None else total + term
         return total

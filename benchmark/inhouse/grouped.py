@@ -36,7 +36,11 @@ from .combiners import (
     across_statistic,
     check_method,
 )
-from .conformal import DEFAULT_MIN_CLASS_CALIBRATION, ConformalCalibrator, tie_break
+from .conformal import (
+    DEFAULT_MIN_CLASS_CALIBRATION,
+    ConformalCalibrator,
+    ConformalScoring,
+)
 from .evidence import Evidence, make_evidence, pick_input
 from .explanation import Explanation, evidence_shares
 from .layout import Stats
@@ -126,7 +130,7 @@ def _loo_log_pvalues(sorted_ref: np.ndarray, own: np.ndarray) -> np.ndarray:
     return np.log((n - np.searchsorted(sorted_ref, own, side="left")) / n)
 
 
-class GroupedDetector:
+class GroupedDetector(ConformalScoring):
     """Conformal p-values from a two-level combination of evidence groups (scikit-learn style).
 
     Parameters
@@ -340,17 +344,6 @@ class GroupedDetector:
         t = self.combine(log_p)
         return log_p, t, self.calibrator_.pvalues(t, predicted)
 
-    def pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
-        return self._evaluate(stats, predicted, extra)[2]
-
-    def score(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
-        """``-log p`` (higher = more OOD), ties in p broken by T."""
-        _, t, p = self._evaluate(stats, predicted, extra)
-        return tie_break(-np.log(p), t)
-
-    def decide(self, stats: Stats, predicted: np.ndarray, alpha: float,
-               extra: Extra = None) -> np.ndarray:
-        return self.pvalues(stats, predicted, extra) <= alpha
 
     def naive_pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None
                       ) -> np.ndarray:

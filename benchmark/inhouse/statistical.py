@@ -20,7 +20,11 @@ from .combiners import (
     check_method,
     within_log_pvalues,
 )
-from .conformal import DEFAULT_MIN_CLASS_CALIBRATION, ConformalCalibrator, tie_break
+from .conformal import (
+    DEFAULT_MIN_CLASS_CALIBRATION,
+    ConformalCalibrator,
+    ConformalScoring,
+)
 from .evidence import CalibratedEvidence, Evidence, pick_input
 from .explanation import Explanation, evidence_shares
 from .layout import Stats, Unit, plan_units, stack_units
@@ -44,7 +48,7 @@ def layer_subset(layers: Sequence[str], subset: str) -> list[str]:
     return list(layers[:half] if subset == "early" else layers[half:])
 
 
-class StatisticalDetector:
+class StatisticalDetector(ConformalScoring):
     """Post-hoc detector giving a conformal p-value per input (scikit-learn style).
 
     Parameters
@@ -207,20 +211,6 @@ class StatisticalDetector:
         t = across_statistic(log_p, self.across)
         return log_p, t, self.calibrator_.pvalues(t, predicted)
 
-    def pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
-        """Conformal p-values: valid for ID inputs exchangeable with the calibration split."""
-        return self._evaluate(stats, predicted, extra)[2]
-
-    def score(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
-        """``-log p`` (higher = more OOD), ties in p broken by T (see ``conformal.tie_break``)."""
-        _, t, p = self._evaluate(stats, predicted, extra)
-        return tie_break(-np.log(p), t)
-
-    def decide(
-        self, stats: Stats, predicted: np.ndarray, alpha: float, extra: Extra = None
-    ) -> np.ndarray:
-        """OOD iff ``p <= alpha``: false alarms on ID data at rate at most alpha."""
-        return self.pvalues(stats, predicted, extra) <= alpha
 
     def naive_pvalues(self, stats: Stats, predicted: np.ndarray, extra: Extra = None) -> np.ndarray:
         """The combiner's textbook p-value (e.g. chi-square for Fisher): NOT valid, for contrast."""
