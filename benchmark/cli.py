@@ -1,5 +1,5 @@
 """The console scripts: ``ood-bench`` (runs), ``ood-bench-report`` (reports), ``ood-bench-tables``
-(paper tables).
+(paper tables), ``ood-bench-novelty`` (novelty discovery).
 
 Each is a thin function: check the command line (:mod:`benchmark.config_groups`), call one
 producer, print where its output is. Bad input (a config option, data, a checkpoint, a detector
@@ -253,6 +253,28 @@ def tables_main(argv: list[str] | None = None) -> None:
     with user_errors("ood-bench-tables"):
         for name in names:
             print(f"table: {build(name, extra, store_dir=store_dir)}")
+
+
+# --------------------------------------------------------------------------- ood-bench-novelty
+
+
+def novelty_main(argv: list[str] | None = None) -> None:
+    """``ood-bench-novelty novelty=<name> [overrides]``: the novelty-discovery protocols."""
+    from benchmark.config_groups import group_options
+    from benchmark.studies.novelty.study import run as run_novelty
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    names = [a.split("=", 1)[1] for a in args if a.startswith("novelty=")]
+    extra = [a for a in args if not a.startswith("novelty=")]
+    if len(names) != 1:
+        fail("ood-bench-novelty", "usage: ood-bench-novelty novelty=<name> [hydra overrides]; "
+             "protocols: " + ", ".join(group_options("novelty")))
+    problem = check_overrides(args, prog="ood-bench-novelty")
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+    with user_errors("ood-bench-novelty"):
+        print(f"novelty: {run_novelty(names[0], extra, argv=args)}")
 
 
 if __name__ == "__main__":

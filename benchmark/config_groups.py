@@ -19,7 +19,7 @@ import yaml
 from benchmark.paths import REPO
 
 CONFIG_DIR = REPO / "configs"
-GROUPS = ("pair", "backbone", "detector", "data", "table")
+GROUPS = ("pair", "backbone", "detector", "data", "table", "novelty")
 
 
 class ConfigError(ValueError):

@@ -46,6 +46,8 @@ def test_tables_and_report_commands_fail_with_a_message(tmp_path) -> None:
     for function, args, message in (
             ("tables_main", ["table=nope"], "Valid table options: "),
             ("tables_main", [], "usage: ood-bench-tables table=<name>"),
+            ("novelty_main", ["novelty=nope"], "Valid novelty options: "),
+            ("novelty_main", [], "usage: ood-bench-novelty novelty=<name>"),
             ("report_main", [str(tmp_path / "absent")], "does not exist"),
             ("report_main", [str(tmp_path)], "no run (a folder with metrics.csv)"),
             ("report_main", ["--store", str(tmp_path / "no-store"), "--out", str(tmp_path)],

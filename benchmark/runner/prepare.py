@@ -3,6 +3,7 @@ forward pass per split (cached by content)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -91,8 +92,10 @@ def task(cfg: DictConfig) -> str:
 
 
 def with_validation(cfg: DictConfig) -> bool:
-    """Whether the run builds validation splits: for tuning, and always on an anomaly pair."""
-    return tuning(cfg) or task(cfg) == ANOMALY
+    """Whether the run builds validation splits: for tuning, always on an anomaly pair, and
+    when the pair's ``data.with_validation`` asks (a novelty protocol sets its alarm on them)."""
+    return (tuning(cfg) or task(cfg) == ANOMALY
+            or bool(data_settings(cfg).get("with_validation", False)))
 
 
 def data_settings(cfg: DictConfig) -> DictConfig:
@@ -123,6 +126,33 @@ def selected(images: data_mod.ImageSet, spec, where: str) -> data_mod.ImageSet:
             f"in classes={_plain(keep)} and outside exclude_classes={_plain(drop)}; labels "
             f"there: {sorted(np.unique(images.labels).tolist())[:20]}")
     return images.take(np.flatnonzero(mask))
+
+
+def known_classes(cfg: DictConfig) -> list[int] | None:
+    """The ID classes a classification pair keeps (``pair.id.classes``, e.g. digits 0-7 with 8
+    and 9 held out as novel classes), in the order the classifier numbers them; None = all.
+    (An anomaly pair's ``classes`` picks its normal class and is not a classifier's.)"""
+    classes = cfg.pair.id.get("classes")
+    if classes is None or task(cfg) == ANOMALY:
+        return None
+    return [int(c) for c in classes]
+
+
+def id_num_classes(cfg: DictConfig) -> int:
+    """How many classes the ID classifier predicts: the kept classes, else the dataset's
+    (0 = not declared)."""
+    kept = known_classes(cfg)
+    return len(kept) if kept is not None else int(id_dataset_entry(cfg).num_classes or 0)
+
+
+def relabelled(images: data_mod.ImageSet, classes: list[int]) -> data_mod.ImageSet:
+    """A class subset's labels renumbered 0..len(classes)-1 (in the order of ``classes``), so
+    the classifier's head has one output per kept class; the identity records the mapping."""
+    lookup = np.full(int(max(classes)) + 1, -1, dtype=np.int64)
+    lookup[np.asarray(classes)] = np.arange(len(classes))
+    labels = lookup[images.labels]
+    digest = hashlib.sha256(f"{images.content_hash}|relabel|{classes}".encode()).hexdigest()
+    return replace(images, labels=labels, _hash=digest)
 
 
 def as_pair_reads(images: data_mod.ImageSet, spec, cfg: DictConfig,
@@ -212,7 +242,10 @@ def load_sets(
                              where)
     id_test = as_pair_reads(data_mod.load(id_entry, pair.id.test_split, **kw), pair.id, cfg,
                             where)
-    num_classes = id_entry.num_classes or int((cfg.backbone.get("params") or {}).get(
+    kept = known_classes(cfg)
+    if kept is not None:
+        id_train, id_test = relabelled(id_train, kept), relabelled(id_test, kept)
+    num_classes = id_num_classes(cfg) or int((cfg.backbone.get("params") or {}).get(
         "num_classes", 0) or 0)
     if num_classes and not anomaly:  # an anomaly pair's labels only pick its normal class
         checks.check_id_labels(id_train.labels, num_classes, id_train.source, every_class=True)
@@ -317,6 +350,10 @@ def backbone_spec(cfg: DictConfig) -> ModelSpec:
                                 f"{entry.name!r} ({entry.origin}) declares no num_classes: set "
                                 "one of them")
         spec = replace(spec, params={**spec.params, "num_classes": int(entry.num_classes)})
+    kept = known_classes(cfg)
+    if kept is not None and "num_classes" in spec.params and not spec.weights:
+        # a pair that keeps some classes trains (or loads) a head with one output per kept class
+        spec = replace(spec, params={**spec.params, "num_classes": len(kept)})
     return spec
 
 
@@ -404,7 +441,7 @@ def prepare(cfg: DictConfig, need_maps: bool) -> Prepared:
 def _check_classes(cfg: DictConfig, backbone: Backbone, train: data_mod.ImageSet) -> None:
     """The classifier's head and the ID dataset agree on the number of classes."""
     entry = id_dataset_entry(cfg)
-    classes = entry.num_classes or int(train.labels.max()) + 1
+    classes = id_num_classes(cfg) or int(train.labels.max()) + 1
     if backbone.model.num_classes != classes:
         raise BackboneError(
             f"backbone {cfg.backbone.name} predicts {backbone.model.num_classes} classes, the ID "

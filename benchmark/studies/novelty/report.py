@@ -1,0 +1,221 @@
+"""``novelty.md`` and ``projection.png``: rendered from the study's own rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from benchmark.atomic import atomic_path
+from benchmark.render import markdown_table
+from benchmark.studies.novelty import BATCH_CSV, REPORT_MD, STREAM_CSV, THRESHOLDS_JSON
+from benchmark.studies.novelty.discovery import Discovery
+from benchmark.studies.novelty.protocols import JUNK, NOVEL, Pool
+from benchmark.studies.novelty.space import ClusterSpace
+
+BATCH_MEASURES = ("selected_id", "selected_novel", "selected_junk", "clusters", "new_classes",
+                  "nmi", "ari", "purity", "cluster_accuracy", "novel_discovered",
+                  "junk_share_in_new", "fdr")
+
+
+def mean_sd(values: pd.Series, digits: int = 3) -> str:
+    v = values.dropna().astype(float)
+    if not len(v):
+        return "—"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+
+def poisson_upper(count: int, level: float = 0.95) -> float:
+    """Exact one-sided upper confidence bound of a Poisson mean seen as ``count``."""
+    return float(chi2.ppf(level, 2 * (count + 1)) / 2)
+
+
+def batch_table(frame: pd.DataFrame) -> str:
+    head = ["method", *BATCH_MEASURES]
+    rows = [[m, *(mean_sd(g[c], 1 if c.startswith(("selected", "clusters", "new_")) else 3)
+                  for c in BATCH_MEASURES)] for m, g in frame.groupby("method", sort=False)]
+    return markdown_table(head, rows)
+
+
+def stream_tables(frame: pd.DataFrame, limit: int) -> tuple[str, str]:
+    novel = frame[frame.novel_rate > 0]
+    rows = []
+    for rate, g in novel.groupby("novel_rate"):
+        hit = np.isfinite(g.delay)
+        rows.append([f"{rate:g}", str(len(g)), f"{hit.mean():.2f}",
+                     f"{(g.delay <= limit).mean():.2f}",
+                     f"{np.median(g.delay):.0f}" if hit.any() else "—",
+                     mean_sd(g.delay[hit], 0), str(int(g.false_alarms.sum()))])
+    delays = markdown_table(["novel rate", "streams", "detected", f"within {limit}",
+                             "median delay", "delay mean ± sd (detected)",
+                             "alarms before onset"], rows)
+    free = frame[frame.novel_rate == 0]
+    rows = []
+    for junk, g in free.groupby("junk_rate"):
+        n, inputs = int(g.false_alarms.sum()), int(g.inputs_watched.sum())
+        rows.append(["ID only" if junk == 0 else f"ID + junk {junk:g}", str(len(g)), str(inputs),
+                     str(n), f"{1e4 * n / inputs:.2f}",
+                     f"{1e4 * poisson_upper(n) / inputs:.2f}"])
+    alarms = markdown_table(["stream", "streams", "inputs", "alarms", "per 10,000",
+                             "95 % upper bound per 10,000"], rows)
+    return delays, alarms
+
+
+def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch: pd.DataFrame,
+                 streams: pd.DataFrame) -> None:
+    limit = int(spec.get("done", {}).get("delay_within", 200))
+    delays, alarms = stream_tables(streams, limit)
+    rule, sp = record["rule"], record["space"]
+    lines = [
+        f"# Novelty discovery: {record['pair']} / {record['backbone']} / {record['detector']}",
+        "",
+        f"Command: `{record['command']}` (commit {record['git_commit']}). Files here: "
+        f"{BATCH_CSV}, {STREAM_CSV}, {THRESHOLDS_JSON} (every setting and threshold), "
+        "projection.png.",
+        "",
+        "> p-values: the detector's conformal p-values (small = OOD; OOD is the positive "
+        "class). Inputs are *selected* by Benjamini-Hochberg at level q over the buffer (the "
+        "stream: over its last window). Cluster measures are computed on the selected novel "
+        "inputs against their true class (unassigned inputs form one group). The classifier "
+        "is frozen: nothing is trained on the unlabelled inputs.",
+        "",
+        f"- Backbone: {record['checkpoint']} (sha256 {record['checkpoint_sha256'][:12]}…), "
+        f"ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
+        f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}.",
+        f"- Cluster space: {sp['dims']} principal axes of the ID fit features ({sp['variance']:g}"
+        f" of the variance), unit length; loosest known class spread {sp['class_spread']:.3f}, "
+        f"domain gate: median feature norm >= {sp['min_norm']:.2f} (the ID validation "
+        f"{sp['norm_quantile']:g} quantile).",
+        f"- Rule: new class = cluster of >= {rule['min_size']} inputs, stability >= "
+        f"{rule['stability']:g} (mean best Jaccard over {rule['resamples']} "
+        f"{rule['subsample']:g} subsets), spread <= {rule['spread_factor']:g} x the loosest "
+        f"known class, in the domain. Batch selection: BH at q = {record['q']:g}; stream: BH "
+        f"at q = {record['stream_q']:g} over the window.",
+        "- Chosen on validation data only (ID validation images, the held-out classes' "
+        "*training* images, the validation junk): the space's variance share by validation "
+        "NMI ("
+        + ", ".join(f"{t['variance']:g} -> {t['dims']} dims: {t['validation_nmi']:.3f}"
+                    for t in record["space_trials"]) + "); per stream q the smallest "
+        "min_size with no alarm on novelty-free validation streams, then the q with the "
+        "shortest median validation delay ("
+        + "; ".join(f"q={t['q']:g} m={t['min_size']}: "
+                    + (f"{t['streams_with_alarm']}/{t['validation_streams']} alarmed"
+                       if "streams_with_alarm" in t
+                       else f"median delay {t['validation_median_delay']:.0f}")
+                    for t in record["stream_trials"]) + ").",
+        "",
+        f"## Batch: {spec['batch']['n_id']} ID + {spec['batch']['n_novel']} novel (held-out "
+        f"classes in equal parts) + {spec['batch']['n_junk']} junk, {spec['batch']['seeds']} "
+        "seeded buffers (mean ± sd)",
+        "",
+        f"True number of novel classes: {int(batch.true_classes.iloc[0])}. `new_classes` = "
+        "clusters the rule calls new; `novel_discovered` = share of the buffer's novel inputs "
+        "inside them; `junk_share_in_new` = share of junk among their members; `fdr` = share "
+        "of ID among the selected.",
+        "",
+        batch_table(batch),
+        "",
+        "![projection](projection.png)",
+        "",
+        f"## Stream: {spec['stream']['length']} inputs, junk rate "
+        f"{spec['stream']['junk_rate']:g}, one held-out class from a seeded onset in "
+        f"{spec['stream']['onset']}; window {spec['stream']['window']}, checked every "
+        f"{spec['stream']['check_every']} inputs, BH at q = {record['stream_q']:g}",
+        "",
+        "Delay = inputs from the first novel one to the alarm (inclusive); a stream never "
+        "alarmed counts as not detected (delay inf).",
+        "",
+        delays,
+        "",
+        "False alarms on novelty-free streams (every alarm counts; the window restarts after "
+        "each):",
+        "",
+        alarms,
+        "",
+        "## Done-criteria check",
+        "",
+        *done_lines(spec, batch, streams),
+        "",
+        "## Beside the literature",
+        "",
+        *literature_lines(spec),
+    ]
+    with atomic_path(out / REPORT_MD) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def done_lines(spec: dict[str, Any], batch: pd.DataFrame, streams: pd.DataFrame) -> list[str]:
+    done = spec.get("done", {})
+    out = []
+    for method, g in batch.groupby("method", sort=False):
+        within = (abs(g.new_classes - g.true_classes) <= 1).mean()
+        out.append(f"- {method}: cluster count within ±1 of the truth in {within:.0%} of "
+                   f"buffers; NMI {g.nmi.mean():.3f} (target >= {done.get('nmi', 0.6):g}).")
+    rate = float(done.get("rate", 0.05))
+    g = streams[streams.novel_rate == rate]
+    if len(g):
+        limit = int(done.get("delay_within", 200))
+        out.append(f"- Stream at rate {rate:g}: alarm within {limit} inputs in "
+                   f"{(g.delay <= limit).mean():.0%} of {len(g)} streams (median delay "
+                   f"{np.median(g.delay):.0f}).")
+    free = streams[streams.novel_rate == 0]
+    if len(free):
+        per = 1e4 * free.false_alarms.sum() / free.inputs_watched.sum()
+        out.append(f"- Novelty-free streams: {per:.2f} false alarms per 10,000 inputs "
+                   f"(target <= {done.get('false_alarms_per_10k', 1):g}).")
+    return out
+
+
+def literature_lines(spec: dict[str, Any]) -> list[str]:
+    lit = spec.get("literature") or []
+    if not lit:
+        return ["(none configured)"]
+    rows = [[r["method"], r["setting"], f"{r['cluster_accuracy']:.3f}", r["source"]]
+            for r in lit]
+    return [markdown_table(["method", "setting", "cluster accuracy", "source"], rows), "",
+            "These methods train the network on the unlabelled novel data (and know that "
+            "every input given to them is novel, task-aware); this pipeline keeps the "
+            "classifier frozen and first has to find the novel inputs among ID and junk."]
+
+
+def write_projection(out: Path, buf: Pool, d: Discovery, space: ClusterSpace) -> None:
+    """t-SNE of the selected inputs of one buffer: coloured by cluster and by truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    z = space.transform(buf.features[d.selected])
+    if len(z) < 5:
+        return
+    xy = TSNE(2, perplexity=min(30, len(z) - 1), init="pca", random_state=0).fit_transform(z)
+    kind, truth = buf.kind[d.selected], buf.truth[d.selected]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    new = {int(i) for c in d.new_classes for i in c.members}
+    colors = plt.get_cmap("tab10")
+    for c in np.unique(d.labels):
+        rows = np.flatnonzero(d.labels == c)
+        label = "unassigned" if c < 0 else f"cluster {c}" + (
+            " (new class)" if rows[0] in new else "")
+        axes[0].scatter(*xy[rows].T, s=9, color="lightgrey" if c < 0 else colors(c % 10),
+                        label=label)
+    groups = [("ID", kind == 0, "grey"), ("junk", kind == JUNK, "black")]
+    groups += [(f"novel class {c}", (kind == NOVEL) & (truth == c), colors(i + 2))
+               for i, c in enumerate(buf.novel_classes)]
+    for label, mask, color in groups:
+        axes[1].scatter(*xy[mask].T, s=9, color=color, label=label)
+    axes[0].set_title("clusters (HDBSCAN) of the selected inputs")
+    axes[1].set_title("truth")
+    for ax in axes:
+        ax.legend(fontsize=7, markerscale=1.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(out / "projection.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+

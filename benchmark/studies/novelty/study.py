@@ -1,0 +1,304 @@
+"""``ood-bench-novelty novelty=<name>``: the batch and stream protocols on one backbone.
+
+One run: the harness prepares the pair (backbone trained or loaded, one cached forward pass
+per split), the config's detector is fitted on the ID fit split and calibrated on the
+calibration split, and its conformal p-values feed the pipeline. Thresholds: the cluster
+space's yardsticks come from ID validation images; the smallest cluster size ``m`` that raises
+no alarm on the novelty-free *validation* streams (ID validation images, junk from the pair's
+validation set) is the alarm's size. The test pools (ID test, the held-out classes' test
+images, the junk test sets) are touched only after that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from benchmark.atomic import atomic_path
+from benchmark.config_groups import CONFIG_DIR, ConfigError, read_option
+from benchmark.paths import REPO, display_path
+from benchmark.pipeline.errors import DataError
+from benchmark.results import ID_TEST, ood_key
+from benchmark.runner.evaluate import build
+from benchmark.runner.manifest import git_commit
+from benchmark.runner.prepare import VALIDATION, VALIDATION_OOD, Prepared, prepare, private_network
+from benchmark.studies.novelty import BATCH_CSV, REPORT_MD, STREAM_CSV, THRESHOLDS_JSON
+from benchmark.studies.novelty.discovery import AlarmRule, discover
+from benchmark.studies.novelty.protocols import ID, JUNK, NOVEL, Pool, batch, stream
+from benchmark.studies.novelty.report import write_projection, write_report
+from benchmark.studies.novelty.scoring import agreement
+from benchmark.studies.novelty.space import ClusterSpace
+from benchmark.studies.novelty.stream import Monitor, delay
+
+log = logging.getLogger(__name__)
+
+
+class NoveltyError(DataError):
+    """A novelty protocol that cannot run as configured (message names the file)."""
+
+
+def load_protocol(name: str) -> dict[str, Any]:
+    try:
+        return read_option("novelty", name)
+    except ConfigError as exc:
+        raise NoveltyError(str(exc)) from exc
+
+
+def run_config(spec: dict[str, Any], extra: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[*spec.get("run", []), *extra])
+
+
+def fitted_pvalues(cfg: DictConfig, prep: Prepared, keys: list[str]) -> tuple[str, dict]:
+    """The config's one detector fitted as the runner fits it, and its p-values per split
+    (conformal p-values from its scores on the calibration split when it has none)."""
+    if len(cfg.detectors) != 1:
+        raise NoveltyError(f"a novelty run takes one detector; the config has "
+                           f"{len(cfg.detectors)} ({', '.join(cfg.detectors)}): pick one "
+                           "with detector=<option>")
+    det_id = next(iter(cfg.detectors))
+    spec = OmegaConf.to_container(cfg.detectors[det_id], resolve=True)
+    det = build(spec)
+    net = private_network(prep, int(cfg.data.batch_size))
+    det.fit(prep.reps["fit"], net, calibration=prep.reps["calibration"])
+    if hasattr(det, "pvalues"):
+        return det_id, {k: np.asarray(det.pvalues(prep.reps[k])) for k in keys}
+    cal = np.sort(np.asarray(det.score(prep.reps["calibration"], net), dtype=np.float64))
+
+    def conformal(scores: np.ndarray) -> np.ndarray:
+        above = len(cal) - np.searchsorted(cal, scores, side="left")
+        return (1.0 + above) / (len(cal) + 1.0)
+
+    return det_id, {k: conformal(np.asarray(det.score(prep.reps[k], net))) for k in keys}
+
+
+def pools(spec: dict[str, Any], prep: Prepared, p: dict[str, np.ndarray]) -> tuple[Pool, Pool]:
+    """(test pool, validation pool) from the prepared splits: ID test + the novel and junk test
+    sets; ID validation + the held-out classes' validation images + the validation junk."""
+    def part(key: str, kind: int) -> Pool:
+        n = len(prep.reps[key])
+        truth = prep.sets[key].labels if kind == NOVEL else np.full(n, -1)
+        return Pool(p[key], prep.reps[key].features, np.full(n, kind, dtype=np.int64),
+                    np.asarray(truth, dtype=np.int64))
+
+    test = [part(ID_TEST, ID), *[part(ood_key(s), NOVEL) for s in spec["novel_sets"]],
+            *[part(ood_key(s), JUNK) for s in spec["junk_sets"]]]
+    val = [part(VALIDATION, ID), *[part(ood_key(s), NOVEL)
+                                   for s in spec["validation_novel_sets"]],
+           part(VALIDATION_OOD, JUNK)]
+    return Pool.joined(test), Pool.joined(val)
+
+
+def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool,
+               rule: AlarmRule) -> tuple[ClusterSpace, list[dict[str, Any]]]:
+    """The cluster space's variance share with the best mean NMI on validation buffers."""
+    c, b = spec["choices"], spec["batch"]
+    trials = []
+    best: tuple[float, ClusterSpace] | None = None
+    for variance in c["variance"]:
+        space = ClusterSpace(**{**spec.get("space", {}), "variance": float(variance)}).fit(
+            prep.reps["fit"].features, prep.reps[VALIDATION].features,
+            prep.reps[VALIDATION].labels)
+        scores = []
+        for seed in range(c["buffers"]):
+            buf = batch(val, c["n_id"], b["n_novel"], b["n_junk"], 20_000 + seed)
+            for method in b["methods"]:
+                d = discover(buf.pvalues, buf.features, space, rule, float(spec["q"]), method,
+                             seed)
+                novel = buf.kind[d.selected] == NOVEL
+                scores.append(agreement(buf.truth[d.selected][novel], d.labels[novel])["nmi"])
+        value = float(np.nanmean(scores))
+        trials.append({"variance": float(variance), "dims": space.dims,
+                       "validation_nmi": value})
+        log.info("space variance %g (%d dims): validation NMI %.3f", variance, space.dims,
+                 value)
+        if best is None or value > best[0]:
+            best = (value, space)
+    assert best is not None
+    return best[1], trials
+
+
+def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: float,
+                  val: Pool) -> tuple[int | None, list[dict[str, Any]]]:
+    """The smallest ``m`` of the grid with no alarm on any novelty-free validation stream."""
+    trials = []
+    for m in sorted(s["min_size_grid"]):
+        r = AlarmRule(**{**asdict(rule), "min_size": int(m)})
+        mon = Monitor(space, r, q, s["window"], s["check_every"])
+        alarms = 0
+        for seed in range(s["validation_streams"]):
+            for junk_rate in (0.0, s["junk_rate"]):
+                st = stream(val, s["validation_length"], junk_rate, seed=10_000 + seed)
+                alarms += len(mon.alarms(st, stop_at=0))
+        trials.append({"q": q, "min_size": int(m),
+                       "validation_streams": 2 * s["validation_streams"],
+                       "streams_with_alarm": alarms})
+        log.info("q %g, min_size %d: %d of %d validation streams raised an alarm", q, m, alarms,
+                 2 * s["validation_streams"])
+        if alarms == 0:
+            return int(m), trials
+    return None, trials
+
+
+def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
+                val: Pool) -> tuple[float, int, list[dict[str, Any]]]:
+    """(q, m) of the stream monitor: per q of the grid the smallest quiet ``m`` (no alarm on
+    the novelty-free validation streams), then the q whose validation novelty streams (the
+    held-out classes' validation images at the target rate) alarm soonest (median delay)."""
+    s = spec["stream"]
+    rate = float(spec.get("done", {}).get("rate", 0.05))
+    trials, best = [], None
+    for q in spec["choices"]["stream_q"]:
+        m, quiet = pick_min_size(space, rule, s, float(q), val)
+        trials += quiet
+        if m is None:
+            continue
+        mon = Monitor(space, AlarmRule(**{**asdict(rule), "min_size": m}), float(q),
+                      s["window"], s["check_every"])
+        delays = []
+        for seed in range(s["validation_streams"]):
+            st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed, rate,
+                        tuple(s["validation_onset"]))
+            delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
+        median = float(np.median(delays))
+        trials.append({"q": float(q), "min_size": m, "validation_rate": rate,
+                       "validation_median_delay": median})
+        log.info("q %g, min_size %d: median validation delay %.0f", q, m, median)
+        if best is None or median < best[0]:
+            best = (median, float(q), m)
+    if best is None:
+        raise NoveltyError(f"every min_size in {s['min_size_grid']} raised alarms on the "
+                           "novelty-free validation streams at every q: widen min_size_grid "
+                           "in the novelty config")
+    return best[1], best[2], trials
+
+
+def batch_rows(spec: dict[str, Any], pool: Pool, space: ClusterSpace, rule: AlarmRule,
+               q: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    b = spec["batch"]
+    rows, shown = [], {}
+    for seed in tqdm(range(b["seeds"]), desc="batch buffers"):
+        buf = batch(pool, b["n_id"], b["n_novel"], b["n_junk"], seed)
+        for method in b["methods"]:
+            d = discover(buf.pvalues, buf.features, space, rule, q, method, seed)
+            kind, truth = buf.kind[d.selected], buf.truth[d.selected]
+            novel = kind == NOVEL
+            n_novel = max(1, int((buf.kind == NOVEL).sum()))
+            in_new = np.zeros(len(kind), dtype=bool)
+            for c in d.new_classes:
+                in_new[c.members] = True
+            row = {"seed": seed, "method": method, "selected": int(d.selected.sum()),
+                   "selected_id": int((kind == ID).sum()), "selected_novel": int(novel.sum()),
+                   "selected_junk": int((kind == JUNK).sum()),
+                   "novel_in_buffer": int((buf.kind == NOVEL).sum()),
+                   "clusters": len(d.clusters), "new_classes": len(d.new_classes),
+                   "true_classes": len(pool.novel_classes),
+                   "fdr": float((kind == ID).mean()) if len(kind) else 0.0,
+                   **agreement(truth[novel], d.labels[novel]),
+                   "novel_discovered": float(in_new[novel].sum() / n_novel),
+                   "junk_share_in_new": float((kind[in_new] == JUNK).mean()) if in_new.any()
+                   else float("nan"),
+                   "id_share_in_new": float((kind[in_new] == ID).mean()) if in_new.any()
+                   else float("nan"),
+                   "verdicts": "; ".join(f"{len(c.members)}:{c.reason or 'new'}"
+                                         for c in d.clusters)}
+            rows.append(row)
+            if seed == 0 and method == "hdbscan":
+                shown = {"buffer": buf, "discovery": d}
+    return rows, shown
+
+
+def stream_rows(spec: dict[str, Any], pool: Pool, monitor: Monitor) -> list[dict[str, Any]]:
+    s = spec["stream"]
+    rows = []
+    jobs = [(rate, seed) for rate in s["rates"] for seed in range(s["streams"])]
+    jobs += [(0.0, seed) for seed in range(s["streams"])]
+    for rate, seed in tqdm(jobs, desc="streams"):
+        for junk_rate in ((s["junk_rate"],) if rate > 0 else (0.0, s["junk_rate"])):
+            st = stream(pool, s["length"], junk_rate, seed, rate, tuple(s["onset"]))
+            alarms = monitor.alarms(st, stop_at=st.onset if st.onset is not None else None)
+            lag, before = delay(st, alarms)
+            rows.append({"novel_rate": rate, "junk_rate": junk_rate, "seed": seed,
+                         "length": s["length"], "onset": st.onset,
+                         "novel_class": st.novel_class,
+                         "delay": lag, "false_alarms": before if rate > 0 else len(alarms),
+                         "inputs_watched": (st.onset if rate > 0 and st.onset is not None
+                                            else s["length"]),
+                         "first_alarm": alarms[0] if alarms else None})
+    return rows
+
+
+def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelty",
+        argv: list[str] | None = None) -> Path:
+    """Everything for ``novelty=<name>``; returns the folder written."""
+    spec = load_protocol(name)
+    cfg = run_config(spec, extra)
+    t0 = time.perf_counter()
+    prep = prepare(cfg, need_maps=False)
+    named = [*spec["novel_sets"], *spec["validation_novel_sets"], *spec["junk_sets"]]
+    missing = [s for s in named if ood_key(s) not in prep.reps]
+    if missing or VALIDATION not in prep.reps or VALIDATION_OOD not in prep.reps:
+        raise NoveltyError(
+            f"configs/novelty/{name}.yaml: pair {cfg.pair.name} lacks "
+            + (f"the OOD set(s) {', '.join(missing)}" if missing else
+               "validation splits (set data: {with_validation: true} in its pair config and "
+               "give it a `validation:` set)"))
+    keys = [VALIDATION, VALIDATION_OOD, ID_TEST, *[ood_key(s) for s in named]]
+    det_id, p = fitted_pvalues(cfg, prep, keys)
+    test, val = pools(spec, prep, p)
+    rule = AlarmRule(**spec.get("rule", {}))
+    space, space_trials = pick_space(spec, prep, val, rule)
+    q_stream, m, stream_trials = pick_stream(spec, space, rule, val)
+    rule = AlarmRule(**{**asdict(rule), "min_size": m})
+    q = float(spec["q"])
+    s = spec["stream"]
+    monitor = Monitor(space, rule, q_stream, s["window"], s["check_every"])
+    b_rows, shown = batch_rows(spec, test, space, rule, q)
+    s_rows = stream_rows(spec, test, monitor)
+    out = out_root / (spec.get("name") or name) / det_id
+    out.mkdir(parents=True, exist_ok=True)
+    batch_frame, stream_frame = pd.DataFrame(b_rows), pd.DataFrame(s_rows)
+    with atomic_path(out / BATCH_CSV) as tmp:
+        batch_frame.to_csv(tmp, index=False)
+    with atomic_path(out / STREAM_CSV) as tmp:
+        stream_frame.to_csv(tmp, index=False)
+    record = {
+        "command": "ood-bench-novelty " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "git_commit": git_commit(), "detector": det_id,
+        "detector_spec": OmegaConf.to_container(cfg.detectors[det_id], resolve=True),
+        "pair": str(cfg.pair.name), "backbone": str(cfg.backbone.name),
+        "checkpoint": display_path(prep.backbone.checkpoint),
+        "checkpoint_sha256": prep.backbone.sha256,
+        "id_accuracy": float((prep.reps[ID_TEST].predictions
+                              == prep.reps[ID_TEST].labels).mean()),
+        "q": q, "stream_q": q_stream, "rule": asdict(rule), "space_trials": space_trials,
+        "stream_trials": stream_trials,
+        "space": {"dims": space.dims, "variance": space.variance,
+                  "normalize": space.normalize, "class_spread": space.class_spread_,
+                  "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile},
+        "pools": {"test": {k: int((test.kind == v).sum()) for k, v in
+                           (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
+                  "validation": {k: int((val.kind == v).sum()) for k, v in
+                                 (("id", ID), ("novel", NOVEL), ("junk", JUNK))}},
+        "protocol": {k: spec[k] for k in ("batch", "stream", "choices")},
+        "seconds": time.perf_counter() - t0,
+    }
+    with atomic_path(out / THRESHOLDS_JSON) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if shown:
+        write_projection(out, shown["buffer"], shown["discovery"], space)
+    write_report(out, spec, record, batch_frame, stream_frame)
+    return out / REPORT_MD

@@ -1,0 +1,151 @@
+"""Novelty discovery: the measures, the new-class rule, the protocols and the stream monitor
+on synthetic features whose truth is known; the known-class pair on real MNIST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from benchmark.config_groups import CONFIG_DIR
+from benchmark.runner.prepare import backbone_spec, known_classes, load_sets, relabelled
+from benchmark.studies.novelty.discovery import AlarmRule, cluster, discover, kmeans_bic
+from benchmark.studies.novelty.protocols import ID, JUNK, NOVEL, Pool, batch, stream
+from benchmark.studies.novelty.scoring import agreement, cluster_accuracy, purity
+from benchmark.studies.novelty.space import ClusterSpace
+from benchmark.studies.novelty.stream import Monitor, delay
+
+DIM = 12
+
+
+def _blob(rng, center: np.ndarray, n: int, sd: float) -> np.ndarray:
+    return center + sd * rng.standard_normal((n, DIM))
+
+
+def _world(seed: int = 0):
+    """Features like a classifier's: 3 known classes and 2 new ones far from the origin along
+    their own directions (strong activations), junk near the origin (weak activations);
+    p-values uniform for ID, small for novel and junk."""
+    rng = np.random.default_rng(seed)
+    centers = 20 * np.eye(DIM)[:5]
+    fit = np.concatenate([_blob(rng, centers[c], 300, 1.5) for c in range(3)])
+    fit_labels = np.repeat(np.arange(3), 300)
+    val = np.concatenate([_blob(rng, centers[c], 200, 1.5) for c in range(3)])
+    val_labels = np.repeat(np.arange(3), 200)
+
+    def pool(n_id: int, n_novel: int, n_junk: int) -> Pool:
+        ids = np.concatenate([_blob(rng, centers[c], n_id, 1.5) for c in range(3)])
+        novel = np.concatenate([_blob(rng, centers[c], n_novel, 1.5) for c in (3, 4)])
+        junk = 2.0 * rng.standard_normal((n_junk, DIM))
+        p = np.concatenate([rng.uniform(size=len(ids)),
+                            rng.uniform(0, 1e-4, size=len(novel) + len(junk))])
+        return Pool(p, np.concatenate([ids, novel, junk]),
+                    np.repeat([ID, NOVEL, JUNK], [len(ids), len(novel), len(junk)]),
+                    np.concatenate([np.full(len(ids), -1), np.repeat([8, 9], n_novel),
+                                    np.full(n_junk, -1)]))
+
+    space = ClusterSpace(variance=0.999).fit(fit, val, val_labels)
+    return space, pool, fit_labels
+
+
+def test_measures_read_a_relabelled_partition_as_perfect() -> None:
+    truth = np.array([8, 8, 8, 9, 9, 9])
+    assert cluster_accuracy(truth, np.array([1, 1, 1, 0, 0, 0])) == 1.0
+    assert agreement(truth, np.array([5, 5, 5, 2, 2, 2]))["nmi"] == pytest.approx(1.0)
+    one = np.zeros(6, dtype=int)  # one cluster for both classes: half right at best
+    assert cluster_accuracy(truth, one) == 0.5 and purity(truth, one) == 0.5
+    assert agreement(truth, one)["nmi"] == pytest.approx(0.0)
+
+
+def test_kmeans_bic_prefers_the_true_count() -> None:
+    rng = np.random.default_rng(1)
+    z = np.concatenate([_blob(rng, 10 * np.eye(DIM)[c], 60, 1.0) for c in range(3)])
+    labels = cluster(z, "kmeans_bic", 5, seed=0)
+    assert len(np.unique(labels)) == 3
+    from sklearn.cluster import KMeans
+    bic = {k: kmeans_bic(z, (km := KMeans(k, n_init=4, random_state=0).fit(z)).labels_,
+                         km.cluster_centers_) for k in (2, 3, 6)}
+    assert bic[3] < bic[2] and bic[3] < bic[6]
+
+
+@pytest.mark.parametrize("method", ["hdbscan", "kmeans_silhouette", "kmeans_bic"])
+def test_the_rule_calls_the_two_new_classes_and_not_the_junk(method) -> None:
+    space, pool, _ = _world()
+    buf = batch(pool(600, 100, 400), 1500, 200, 150, seed=0)
+    d = discover(buf.pvalues, buf.features, space, AlarmRule(min_size=10), 0.1, method)
+    kind = buf.kind[d.selected]
+    assert (kind == ID).mean() < 0.1  # BH keeps the selection's ID share near q or below
+    assert len(d.new_classes) == 2
+    for c in d.new_classes:  # each new class is one held-out class, no junk inside
+        members = np.flatnonzero(d.selected)[c.members]
+        assert (buf.kind[members] == NOVEL).mean() > 0.95
+        assert len(np.unique(buf.truth[members][buf.kind[members] == NOVEL])) == 1
+    novel = kind == NOVEL
+    assert agreement(buf.truth[d.selected][novel], d.labels[novel])["nmi"] > 0.9
+
+
+def test_the_domain_gate_is_what_keeps_compact_junk_out() -> None:
+    """Junk made compact (one tight blob near the origin) is a cluster; only its weak
+    activations stop it from being called a new class."""
+    space, pool, _ = _world()
+    p = pool(600, 100, 400)
+    junk = p.kind == JUNK
+    p.features[junk] = 0.3 * np.random.default_rng(3).standard_normal((junk.sum(), DIM)) + 2.0
+    buf = batch(p, 1500, 200, 150, seed=1)
+    d = discover(buf.pvalues, buf.features, space, AlarmRule(min_size=10), 0.1, "hdbscan")
+    assert any(c.reason == "out of domain" for c in d.clusters)
+    space.min_norm_ = 0.0  # without the gate the junk blob is a "new class"
+    d = discover(buf.pvalues, buf.features, space, AlarmRule(min_size=10), 0.1, "hdbscan")
+    assert len(d.new_classes) == 3
+
+
+def test_batches_and_streams_draw_without_repeats_in_set_proportions() -> None:
+    _, pool, _ = _world()
+    p = pool(600, 300, 800)
+    buf = batch(p, 1000, 101, 50, seed=2)
+    assert np.bincount(buf.kind, minlength=3).tolist() == [1000, 101, 50]
+    assert sorted(np.bincount(buf.truth[buf.kind == NOVEL])[[8, 9]].tolist()) == [50, 51]
+    assert len(np.unique(buf.features[:, 0])) == len(buf)  # no input drawn twice
+    st = stream(p, 1500, 0.05, seed=3, novel_rate=0.2, onset_range=(500, 700))
+    assert 500 <= st.onset < 720 and (st.inputs.kind[: st.onset] != NOVEL).all()
+    after = st.inputs.kind[st.onset:]
+    assert 0.15 < (after == NOVEL).mean() < 0.25
+    assert set(st.inputs.truth[st.inputs.kind == NOVEL]) == {st.novel_class}
+    assert stream(p, 1500, 0.05, seed=3, novel_rate=0.2).onset == stream(
+        p, 1500, 0.05, seed=3, novel_rate=0.2).onset  # seeded
+    with pytest.raises(ValueError, match="pool has"):
+        batch(p, 5000, 10, 10, seed=0)
+
+
+def test_the_monitor_alarms_after_the_onset_and_stays_quiet_without_novelty() -> None:
+    space, pool, _ = _world()
+    p = pool(700, 300, 300)
+    mon = Monitor(space, AlarmRule(min_size=8), q=0.1, window=500, check_every=10)
+    quiet = stream(p, 1500, 0.05, seed=4)
+    assert mon.alarms(quiet) == []
+    st = stream(p, 1500, 0.05, seed=4, novel_rate=0.2, onset_range=(600, 700))
+    alarms = mon.alarms(st, stop_at=st.onset)
+    lag, before = delay(st, alarms)
+    assert before == 0 and lag <= 100  # ~8 novel inputs in 40-50 arrivals at rate 0.2
+
+
+def _cfg(root, overrides):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"data.root={root}", *overrides])
+
+
+def test_relabelled_keeps_the_order_of_the_kept_classes(root) -> None:
+    cfg = _cfg(root, ["pair=mnist_novelty", "data.max_id_test=300", "data.max_ood=200"])
+    assert known_classes(cfg) == list(range(8))
+    assert backbone_spec(cfg).params["num_classes"] == 8
+    sets, _, _ = load_sets(cfg)
+    assert set(np.unique(sets["train"].labels)) == set(range(8))
+    assert set(np.unique(sets["ood/novel"].labels)) == {8, 9}
+    assert set(np.unique(sets["ood/novel_val"].labels)) == {8, 9}
+    sub = sets["id_test"]
+    moved = relabelled(sub, [5, 2, 0, 1, 3, 4, 6, 7])
+    assert (moved.labels[sub.labels == 5] == 0).all() and (moved.labels[sub.labels == 0] == 2).all()
+    assert moved.content_hash != sub.content_hash  # other labels, another identity
+    # an anomaly pair's classes pick its normal class: no classifier renumbering
+    assert known_classes(_cfg(root, ["pair=oneclass_cifar10"])) is None
+
