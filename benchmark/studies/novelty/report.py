@@ -99,11 +99,10 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         "NMI ("
         + ", ".join(f"{t['variance']:g} -> {t['dims']} dims: {t['validation_nmi']:.3f}"
                     for t in record["space_trials"]) + "); per stream q the smallest "
-        "min_size with no alarm on novelty-free validation streams, then the q with the "
-        "shortest median validation delay ("
-        + "; ".join(f"q={t['q']:g} m={t['min_size']}: "
-                    + (f"{t['streams_with_alarm']}/{t['validation_streams']} alarmed"
-                       if "streams_with_alarm" in t
+        "min_size with no alarm on novelty-free validation streams, then the setting with "
+        "the shortest median validation delay ("
+        + "; ".join(f"q={t['q']:g} window={t['window']} m={t['min_size']}: "
+                    + (("quiet" if t["quiet"] else "alarmed") if "quiet" in t
                        else f"median delay {t['validation_median_delay']:.0f}")
                     for t in record["stream_trials"]) + ").",
         "",
@@ -122,7 +121,7 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         "",
         f"## Stream: {spec['stream']['length']} inputs, junk rate "
         f"{spec['stream']['junk_rate']:g}, one held-out class from a seeded onset in "
-        f"{spec['stream']['onset']}; window {spec['stream']['window']}, checked every "
+        f"{spec['stream']['onset']}; window {record['stream_window']}, checked every "
         f"{spec['stream']['check_every']} inputs, BH at q = {record['stream_q']:g}",
         "",
         "Delay = inputs from the first novel one to the alarm (inclusive); a stream never "

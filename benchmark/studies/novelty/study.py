@@ -132,58 +132,61 @@ def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool,
 
 
 def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: float,
-                  val: Pool) -> tuple[int | None, list[dict[str, Any]]]:
+                  window: int, val: Pool) -> tuple[int | None, list[dict[str, Any]]]:
     """The smallest ``m`` of the grid with no alarm on any novelty-free validation stream."""
     trials = []
     for m in sorted(s["min_size_grid"]):
         r = AlarmRule(**{**asdict(rule), "min_size": int(m)})
-        mon = Monitor(space, r, q, s["window"], s["check_every"])
+        mon = Monitor(space, r, q, window, s["check_every"])
         alarms = 0
         for seed in range(s["validation_streams"]):
             for junk_rate in (0.0, s["junk_rate"]):
                 st = stream(val, s["validation_length"], junk_rate, seed=10_000 + seed)
                 alarms += len(mon.alarms(st, stop_at=0))
-        trials.append({"q": q, "min_size": int(m),
-                       "validation_streams": 2 * s["validation_streams"],
-                       "streams_with_alarm": alarms})
-        log.info("q %g, min_size %d: %d of %d validation streams raised an alarm", q, m, alarms,
-                 2 * s["validation_streams"])
+                if alarms:
+                    break
+            if alarms:
+                break
+        trials.append({"q": q, "window": window, "min_size": int(m), "quiet": alarms == 0})
         if alarms == 0:
             return int(m), trials
     return None, trials
 
 
 def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
-                val: Pool) -> tuple[float, int, list[dict[str, Any]]]:
-    """(q, m) of the stream monitor: per q of the grid the smallest quiet ``m`` (no alarm on
-    the novelty-free validation streams), then the q whose validation novelty streams (the
-    held-out classes' validation images at the target rate) alarm soonest (median delay)."""
-    s = spec["stream"]
+                val: Pool) -> tuple[float, int, int, list[dict[str, Any]]]:
+    """(q, window, m) of the stream monitor: per (q, window) of the grid the smallest quiet
+    ``m`` (no alarm on any novelty-free validation stream), then the setting whose validation
+    novelty streams (the held-out classes' validation images at the target rate) alarm
+    soonest (median delay; ties: the smaller q, then the larger window)."""
+    s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
     trials, best = [], None
-    for q in spec["choices"]["stream_q"]:
-        m, quiet = pick_min_size(space, rule, s, float(q), val)
-        trials += quiet
-        if m is None:
-            continue
-        mon = Monitor(space, AlarmRule(**{**asdict(rule), "min_size": m}), float(q),
-                      s["window"], s["check_every"])
-        delays = []
-        for seed in range(s["validation_streams"]):
-            st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed, rate,
-                        tuple(s["validation_onset"]))
-            delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
-        median = float(np.median(delays))
-        trials.append({"q": float(q), "min_size": m, "validation_rate": rate,
-                       "validation_median_delay": median})
-        log.info("q %g, min_size %d: median validation delay %.0f", q, m, median)
-        if best is None or median < best[0]:
-            best = (median, float(q), m)
+    for q in c["stream_q"]:
+        for window in sorted(c["stream_window"], reverse=True):
+            m, quiet = pick_min_size(space, rule, s, float(q), int(window), val)
+            trials += quiet
+            if m is None:
+                continue
+            mon = Monitor(space, AlarmRule(**{**asdict(rule), "min_size": m}), float(q),
+                          int(window), s["check_every"])
+            delays = []
+            for seed in range(s["validation_streams"]):
+                st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed, rate,
+                            tuple(s["validation_onset"]))
+                delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
+            median = float(np.median(delays))
+            trials.append({"q": float(q), "window": int(window), "min_size": m,
+                           "validation_rate": rate, "validation_median_delay": median})
+            log.info("q %g, window %d, min_size %d: median validation delay %.0f", q, window,
+                     m, median)
+            if best is None or median < best[0]:
+                best = (median, float(q), int(window), m)
     if best is None:
         raise NoveltyError(f"every min_size in {s['min_size_grid']} raised alarms on the "
-                           "novelty-free validation streams at every q: widen min_size_grid "
-                           "in the novelty config")
-    return best[1], best[2], trials
+                           "novelty-free validation streams at every q and window: widen "
+                           "min_size_grid in the novelty config")
+    return best[1], best[2], best[3], trials
 
 
 def batch_rows(spec: dict[str, Any], pool: Pool, space: ClusterSpace, rule: AlarmRule,
@@ -261,11 +264,11 @@ def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelt
     test, val = pools(spec, prep, p)
     rule = AlarmRule(**spec.get("rule", {}))
     space, space_trials = pick_space(spec, prep, val, rule)
-    q_stream, m, stream_trials = pick_stream(spec, space, rule, val)
+    q_stream, window, m, stream_trials = pick_stream(spec, space, rule, val)
     rule = AlarmRule(**{**asdict(rule), "min_size": m})
     q = float(spec["q"])
     s = spec["stream"]
-    monitor = Monitor(space, rule, q_stream, s["window"], s["check_every"])
+    monitor = Monitor(space, rule, q_stream, window, s["check_every"])
     b_rows, shown = batch_rows(spec, test, space, rule, q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
@@ -284,7 +287,8 @@ def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelt
         "checkpoint_sha256": prep.backbone.sha256,
         "id_accuracy": float((prep.reps[ID_TEST].predictions
                               == prep.reps[ID_TEST].labels).mean()),
-        "q": q, "stream_q": q_stream, "rule": asdict(rule), "space_trials": space_trials,
+        "q": q, "stream_q": q_stream, "stream_window": window, "rule": asdict(rule),
+        "space_trials": space_trials,
         "stream_trials": stream_trials,
         "space": {"dims": space.dims, "variance": space.variance,
                   "normalize": space.normalize, "class_spread": space.class_spread_,
