@@ -25,6 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from benchmark import compute
 from benchmark.atomic import atomic_path
 from benchmark.config_groups import CONFIG_DIR, ConfigError, read_option
 from benchmark.paths import REPO, display_path
@@ -249,6 +250,14 @@ def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelt
     """Everything for ``novelty=<name>``; returns the folder written."""
     spec = load_protocol(name)
     cfg = run_config(spec, extra)
+    # the run's compute settings (threads, oneDNN) as the runner pins them: checkpoints and
+    # representations are keyed by them, so the protocol reuses what `ood-bench` cached
+    with compute.pinned(compute.ComputeSettings.from_config(cfg)):
+        return _run(name, spec, cfg, out_root, argv)
+
+
+def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
+         argv: list[str] | None) -> Path:
     t0 = time.perf_counter()
     prep = prepare(cfg, need_maps=False)
     named = [*spec["novel_sets"], *spec["validation_novel_sets"], *spec["junk_sets"]]
