@@ -222,6 +222,21 @@ def report_main(argv: list[str] | None = None) -> None:
         print(f"page:   {path.with_suffix('.html')}")
 
 
+def options_and_rest(args: list[str], group: str) -> tuple[list[str], list[str]]:
+    """The options named by ``<group>=<name>`` arguments, and every other argument."""
+    prefix = f"{group}="
+    return ([a[len(prefix):] for a in args if a.startswith(prefix)],
+            [a for a in args if not a.startswith(prefix)])
+
+
+def exit_on_bad_overrides(args: list[str], prog: str) -> None:
+    """A mistyped group option or override: its message, exit 2."""
+    problem = check_overrides(args, prog=prog)
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+
+
 # --------------------------------------------------------------------------- ood-bench-tables
 
 
@@ -241,15 +256,11 @@ def tables_main(argv: list[str] | None = None) -> None:
         else:
             store_dir = Path(flag.split("=", 1)[1])
         args.pop(i)
-    names = [a.split("=", 1)[1] for a in args if a.startswith("table=")]
-    extra = [a for a in args if not a.startswith("table=")]
+    names, extra = options_and_rest(args, "table")
     if not names:
         fail("ood-bench-tables", "usage: ood-bench-tables table=<name> [--store DIR] "
              "[hydra overrides]; tables: " + ", ".join(group_options("table")))
-    problem = check_overrides(args, prog="ood-bench-tables")
-    if problem:
-        print(problem, file=sys.stderr)
-        raise SystemExit(2)
+    exit_on_bad_overrides(args, "ood-bench-tables")
     with user_errors("ood-bench-tables"):
         for name in names:
             print(f"table: {build(name, extra, store_dir=store_dir)}")
@@ -264,15 +275,11 @@ def novelty_main(argv: list[str] | None = None) -> None:
     from benchmark.studies.novelty.study import run as run_novelty
 
     args = list(sys.argv[1:] if argv is None else argv)
-    names = [a.split("=", 1)[1] for a in args if a.startswith("novelty=")]
-    extra = [a for a in args if not a.startswith("novelty=")]
+    names, extra = options_and_rest(args, "novelty")
     if len(names) != 1:
         fail("ood-bench-novelty", "usage: ood-bench-novelty novelty=<name> [hydra overrides]; "
              "protocols: " + ", ".join(group_options("novelty")))
-    problem = check_overrides(args, prog="ood-bench-novelty")
-    if problem:
-        print(problem, file=sys.stderr)
-        raise SystemExit(2)
+    exit_on_bad_overrides(args, "ood-bench-novelty")
     with user_errors("ood-bench-novelty"):
         print(f"novelty: {run_novelty(names[0], extra, argv=args)}")
 

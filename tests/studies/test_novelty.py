@@ -29,7 +29,6 @@ def _world(seed: int = 0):
     rng = np.random.default_rng(seed)
     centers = 20 * np.eye(DIM)[:5]
     fit = np.concatenate([_blob(rng, centers[c], 300, 1.5) for c in range(3)])
-    fit_labels = np.repeat(np.arange(3), 300)
     val = np.concatenate([_blob(rng, centers[c], 200, 1.5) for c in range(3)])
     val_labels = np.repeat(np.arange(3), 200)
 
@@ -45,7 +44,7 @@ def _world(seed: int = 0):
                                     np.full(n_junk, -1)]))
 
     space = ClusterSpace(variance=0.999).fit(fit, val, val_labels)
-    return space, pool, fit_labels
+    return space, pool
 
 
 def test_measures_read_a_relabelled_partition_as_perfect() -> None:
@@ -70,7 +69,7 @@ def test_kmeans_bic_prefers_the_true_count() -> None:
 
 @pytest.mark.parametrize("method", ["hdbscan", "kmeans_silhouette", "kmeans_bic"])
 def test_the_rule_calls_the_two_new_classes_and_not_the_junk(method) -> None:
-    space, pool, _ = _world()
+    space, pool = _world()
     buf = batch(pool(600, 100, 400), 1500, 200, 150, seed=0)
     d = discover(buf.pvalues, buf.features, space, AlarmRule(min_size=10), 0.1, method)
     kind = buf.kind[d.selected]
@@ -87,7 +86,7 @@ def test_the_rule_calls_the_two_new_classes_and_not_the_junk(method) -> None:
 def test_the_domain_gate_is_what_keeps_compact_junk_out() -> None:
     """Junk made compact (one tight blob near the origin) is a cluster; only its weak
     activations stop it from being called a new class."""
-    space, pool, _ = _world()
+    space, pool = _world()
     p = pool(600, 100, 400)
     junk = p.kind == JUNK
     p.features[junk] = 0.3 * np.random.default_rng(3).standard_normal((junk.sum(), DIM)) + 2.0
@@ -100,7 +99,7 @@ def test_the_domain_gate_is_what_keeps_compact_junk_out() -> None:
 
 
 def test_batches_and_streams_draw_without_repeats_in_set_proportions() -> None:
-    _, pool, _ = _world()
+    _, pool = _world()
     p = pool(600, 300, 800)
     buf = batch(p, 1000, 101, 50, seed=2)
     assert np.bincount(buf.kind, minlength=3).tolist() == [1000, 101, 50]
@@ -118,7 +117,7 @@ def test_batches_and_streams_draw_without_repeats_in_set_proportions() -> None:
 
 
 def test_the_monitor_alarms_after_the_onset_and_stays_quiet_without_novelty() -> None:
-    space, pool, _ = _world()
+    space, pool = _world()
     p = pool(700, 300, 300)
     mon = Monitor(space, AlarmRule(min_size=8), q=0.1, window=500, check_every=10)
     quiet = stream(p, 1500, 0.05, seed=4)
@@ -149,3 +148,25 @@ def test_relabelled_keeps_the_order_of_the_kept_classes(root) -> None:
     # an anomaly pair's classes pick its normal class: no classifier renumbering
     assert known_classes(_cfg(root, ["pair=oneclass_cifar10"])) is None
 
+
+
+def test_the_study_runs_under_the_configs_compute_settings(monkeypatch) -> None:
+    """Checkpoints and representations are keyed by the compute settings: the study must run
+    under the config's, as the runner does, or it retrains instead of reusing the cache."""
+    import torch
+
+    from benchmark.studies.novelty import study
+
+    seen = {}
+
+    def record(name, spec, cfg, out_root, argv):
+        seen["threads"] = torch.get_num_threads()
+        seen["onednn"] = torch.backends.mkldnn.enabled
+        return out_root
+
+    monkeypatch.setattr(study, "_run", record)
+    before = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    want = 1 if before[0] != 1 else 2
+    study.run("mnist", [f"compute.threads={want}", "compute.onednn=false"])
+    assert seen == {"threads": want, "onednn": False}
+    assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == before

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from benchmark import compute
 from benchmark.atomic import atomic_path
 from benchmark.config_groups import CONFIG_DIR, ConfigError, read_option
+from benchmark.inhouse.ranks import upper_tail_pvalues
 from benchmark.paths import REPO, display_path
 from benchmark.pipeline.errors import DataError
 from benchmark.results import ID_TEST, ood_key
@@ -78,12 +79,8 @@ def fitted_pvalues(cfg: DictConfig, prep: Prepared, keys: list[str]) -> tuple[st
     if hasattr(det, "pvalues"):
         return det_id, {k: np.asarray(det.pvalues(prep.reps[k])) for k in keys}
     cal = np.sort(np.asarray(det.score(prep.reps["calibration"], net), dtype=np.float64))
-
-    def conformal(scores: np.ndarray) -> np.ndarray:
-        above = len(cal) - np.searchsorted(cal, scores, side="left")
-        return (1.0 + above) / (len(cal) + 1.0)
-
-    return det_id, {k: conformal(np.asarray(det.score(prep.reps[k], net))) for k in keys}
+    return det_id, {k: upper_tail_pvalues(cal, np.asarray(det.score(prep.reps[k], net),
+                                                          dtype=np.float64)) for k in keys}
 
 
 def pools(spec: dict[str, Any], prep: Prepared, p: dict[str, np.ndarray]) -> tuple[Pool, Pool]:
