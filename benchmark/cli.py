@@ -280,6 +280,9 @@ def novelty_main(argv: list[str] | None = None) -> None:
         fail("ood-bench-novelty", "usage: ood-bench-novelty novelty=<name> [hydra overrides]; "
              "protocols: " + ", ".join(group_options("novelty")))
     exit_on_bad_overrides(args, "ood-bench-novelty")
+    # the validation choices take minutes: say what was tried as it goes
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("benchmark.studies.novelty").setLevel(logging.INFO)
     with user_errors("ood-bench-novelty"):
         print(f"novelty: {run_novelty(names[0], extra, argv=args)}")
 

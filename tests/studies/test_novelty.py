@@ -98,6 +98,61 @@ def test_the_domain_gate_is_what_keeps_compact_junk_out() -> None:
     assert len(d.new_classes) == 3
 
 
+def test_the_point_gate_leaves_junk_out_of_the_clustering() -> None:
+    """gate=points: a selected input below the domain gate gets no cluster (it stays
+    unassigned, counted so by the measures); the new classes are still found."""
+    space, pool = _world()
+    buf = batch(pool(600, 100, 400), 1500, 200, 150, seed=0)
+    space.gate = "points"
+    d = discover(buf.pvalues, buf.features, space, AlarmRule(min_size=10), 0.1, "hdbscan")
+    kind = buf.kind[d.selected]
+    assert (kind == JUNK).sum() > 100 and (d.labels[kind == JUNK] == -1).all()
+    assert len(d.new_classes) == 2
+    assert not any(c.reason == "out of domain" for c in d.clusters)  # none was clustered
+    with pytest.raises(ValueError, match="gate"):
+        ClusterSpace(gate="inputs").fit(buf.features, buf.features, np.zeros(len(buf)))
+
+
+def test_one_group_among_scattered_selections_is_a_cluster() -> None:
+    """A stream window often holds a single new group and a few false selections: HDBSCAN
+    must be allowed to answer with one cluster."""
+    space, pool = _world()
+    p = pool(100, 12, 0)
+    rows = np.concatenate([p.rows_of(ID)[[0, 1, 100, 101, 200, 201]], p.rows_of(NOVEL, 8)[:12]])
+    w = p.take(rows)
+    w.pvalues[:6] = 1e-4  # six ID inputs selected too, each near its own class
+    z = space.transform(w.features)
+    labels = cluster(z, "hdbscan", 6, seed=0, single=True)
+    grouped = labels[6:][labels[6:] >= 0]
+    assert len(grouped) >= 6 and len(set(grouped)) == 1 and (labels[:6] == -1).all()
+    assert (cluster(z, "hdbscan", 6, seed=0) == -1).all()  # the buffer default: none
+
+
+def test_the_alarm_size_is_the_smallest_within_the_validation_budget() -> None:
+    """min_size comes from the novelty-free validation streams: a budget of zero alarms
+    needs a larger size than a budget that tolerates a few."""
+    from benchmark.studies.novelty.study import pick_min_size
+
+    space, pool = _world()
+    p = pool(900, 50, 400)
+    # ID inputs with small p-values that gather at one spot outside the known classes: the
+    # false selections a loose rule would call a new class
+    odd = p.rows_of(ID)[:60]
+    p.pvalues[odd] = 1e-4
+    p.features[odd] = 20 * np.eye(DIM)[6] + 1.5 * np.random.default_rng(5).standard_normal(
+        (60, DIM))
+    s = {"min_size_grid": [4, 8, 40], "validation_streams": 2, "junk_rate": 0.05,
+         "validation_length": 1200, "check_every": 20}
+    rule = AlarmRule(min_size=4, resamples=4)
+    strict, trials = pick_min_size(space, rule, {**s, "validation_false_alarms_per_10k": 0.0},
+                                   0.1, 600, p)
+    loose, _ = pick_min_size(space, rule, {**s, "validation_false_alarms_per_10k": 1e4},
+                             0.1, 600, p)
+    assert loose == 4 and strict == 40
+    assert [t["quiet"] for t in trials] == [False, False, True]
+    assert trials[0]["validation_alarms"] > 0
+
+
 def test_batches_and_streams_draw_without_repeats_in_set_proportions() -> None:
     _, pool = _world()
     p = pool(600, 300, 800)

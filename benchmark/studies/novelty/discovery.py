@@ -85,15 +85,19 @@ def kmeans_bic(z: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> float:
     return -2 * ll + k * (d + 1) * np.log(n)
 
 
-def cluster(z: np.ndarray, method: str, min_size: int, seed: int, max_k: int = 8) -> np.ndarray:
-    """Cluster labels of ``z`` (-1 = unassigned; only HDBSCAN leaves points out)."""
+def cluster(z: np.ndarray, method: str, min_size: int, seed: int, max_k: int = 8,
+            single: bool = False) -> np.ndarray:
+    """Cluster labels of ``z`` (-1 = unassigned; only HDBSCAN leaves points out). ``single``:
+    HDBSCAN may answer with one cluster (a stream window often holds a single new group
+    among scattered false selections; in a buffer it would merge neighbouring classes)."""
     n = len(z)
-    if n < max(2 * min_size, 4):
+    if n < max(min_size + 1, 4):
         return np.full(n, -1, dtype=np.int64)
     if method == "hdbscan":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return HDBSCAN(min_cluster_size=min_size, copy=True).fit(z).labels_.astype(np.int64)
+            return HDBSCAN(min_cluster_size=min_size, copy=True,
+                           allow_single_cluster=single).fit(z).labels_.astype(np.int64)
     if method not in METHODS:
         raise ValueError(f"clustering {method!r}: valid: {', '.join(METHODS)}")
     best, best_labels = -np.inf, np.zeros(n, dtype=np.int64)
@@ -109,7 +113,7 @@ def cluster(z: np.ndarray, method: str, min_size: int, seed: int, max_k: int = 8
 
 
 def stability(z: np.ndarray, labels: np.ndarray, method: str, rule: AlarmRule,
-              seed: int) -> dict[int, float]:
+              seed: int, single: bool = False) -> dict[int, float]:
     """Mean over random subsets of each cluster's best Jaccard overlap with a cluster found
     on the subset (points outside the subset ignored)."""
     ids = [c for c in np.unique(labels) if c >= 0]
@@ -119,7 +123,7 @@ def stability(z: np.ndarray, labels: np.ndarray, method: str, rule: AlarmRule,
     for r in range(rule.resamples):
         rows = np.sort(rng.choice(n, size=max(int(rule.subsample * n), 2), replace=False))
         sub = cluster(z[rows], method, max(int(rule.subsample * rule.min_size), 2),
-                      seed + r + 1, rule.max_k)
+                      seed + r + 1, rule.max_k, single)
         for c in ids:
             mine = set(np.flatnonzero(labels[rows] == c).tolist())
             if not mine:
@@ -133,19 +137,26 @@ def stability(z: np.ndarray, labels: np.ndarray, method: str, rule: AlarmRule,
 
 
 def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rule: AlarmRule,
-             q: float, method: str = "hdbscan", seed: int = 0) -> Discovery:
+             q: float, method: str = "hdbscan", seed: int = 0,
+             single: bool = False) -> Discovery:
     """The pipeline on one buffer: select at ``q``, cluster, judge every cluster."""
     chosen = select(pvalues, q)
     raw = np.asarray(features)[chosen]
+    labels = np.full(len(raw), -1, dtype=np.int64)
+    clustered = (space.in_domain(raw) if space.gate == "points" and len(raw)
+                 else np.ones(len(raw), dtype=bool))
+    raw = raw[clustered]
     z = space.transform(raw) if len(raw) else np.zeros((0, space.dims))
-    labels = cluster(z, method, rule.min_size, seed, rule.max_k)
+    labels[clustered] = cluster(z, method, rule.min_size, seed, rule.max_k, single)
+    rows_of = np.flatnonzero(clustered)  # clustered row -> row of the selected set
     found: list[Found] = []
-    ids = [c for c in np.unique(labels) if c >= 0]
+    inner = labels[clustered]
+    ids = [c for c in np.unique(inner) if c >= 0]
     norms = np.linalg.norm(raw, axis=1) if len(raw) else np.zeros(0)
     limit = rule.spread_factor * space.class_spread_
     candidates = {}
     for c in ids:
-        rows = np.flatnonzero(labels == c)
+        rows = np.flatnonzero(inner == c)
         spread, norm = median_spread(z[rows]), float(np.median(norms[rows]))
         reason = ("small" if len(rows) < rule.min_size else "loose" if spread > limit
                   else "out of domain" if norm < space.min_norm_
@@ -154,10 +165,11 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
         candidates[c] = (rows, spread, norm, reason)
     # stability is the costly test: only clusters that pass the others need it
     need = [c for c, v in candidates.items() if not v[3]]
-    stab = stability(z, labels, method, rule, seed) if need else {}
+    stab = stability(z, inner, method, rule, seed, single) if need else {}
     for c, (rows, spread, norm, reason) in candidates.items():
         s = stab.get(c, float("nan"))
         if not reason and s < rule.stability:
             reason = "unstable"
-        found.append(Found(rows, s, spread, norm, new_class=not reason, reason=reason))
+        found.append(Found(rows_of[rows], s, spread, norm, new_class=not reason,
+                           reason=reason))
     return Discovery(chosen, labels, found)

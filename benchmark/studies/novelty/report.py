@@ -64,6 +64,36 @@ def stream_tables(frame: pd.DataFrame, limit: int) -> tuple[str, str]:
     return delays, alarms
 
 
+def space_line(sp: dict[str, Any]) -> str:
+    return (f"{sp['dims']} principal axes of the ID fit features ({sp['variance']:g} of the "
+            f"variance), unit length; loosest known class spread {sp['class_spread']:.3f}; "
+            f"domain gate: feature norm >= {sp['min_norm']:.2f} (the ID validation "
+            f"{sp['norm_quantile']:g} quantile), "
+            + ("applied to every selected input before clustering (inputs below it stay "
+               "unassigned)." if sp.get("gate") == "points"
+               else "applied to a cluster's median norm."))
+
+
+def rule_line(rule: dict[str, Any]) -> str:
+    return (f"new class = cluster of >= {rule['min_size']} inputs, stability >= "
+            f"{rule['stability']:g} (mean best Jaccard over {rule['resamples']} "
+            f"{rule['subsample']:g} subsets), spread <= {rule['spread_factor']:g} x the loosest "
+            "known class, in the domain, not inside a known class.")
+
+
+def stream_trials_table(trials: list[dict[str, Any]]) -> str:
+    """The stream choices tried on validation streams, one row per (setting, min_size)."""
+    rows = [[f"{t['q']:g}", str(t["window"]), f"{t.get('spread_factor', float('nan')):g}",
+             str(t["min_size"]),
+             f"{t.get('validation_alarms', '—')} / {t.get('validation_inputs', '—')}",
+             "yes" if t.get("quiet") else "no",
+             f"{t['validation_median_delay']:.0f}" if "validation_median_delay" in t else ""]
+            for t in trials]
+    return markdown_table(["q", "window", "spread factor", "min_size",
+                           "validation alarms / inputs", "within budget",
+                           "median validation delay"], rows)
+
+
 def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch: pd.DataFrame,
                  streams: pd.DataFrame) -> None:
     limit = int(spec.get("done", {}).get("delay_within", 200))
@@ -85,26 +115,23 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         f"- Backbone: {record['checkpoint']} (sha256 {record['checkpoint_sha256'][:12]}…), "
         f"ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
         f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}.",
-        f"- Cluster space: {sp['dims']} principal axes of the ID fit features ({sp['variance']:g}"
-        f" of the variance), unit length; loosest known class spread {sp['class_spread']:.3f}, "
-        f"domain gate: median feature norm >= {sp['min_norm']:.2f} (the ID validation "
-        f"{sp['norm_quantile']:g} quantile).",
-        f"- Rule: new class = cluster of >= {rule['min_size']} inputs, stability >= "
-        f"{rule['stability']:g} (mean best Jaccard over {rule['resamples']} "
-        f"{rule['subsample']:g} subsets), spread <= {rule['spread_factor']:g} x the loosest "
-        f"known class, in the domain. Batch selection: BH at q = {record['q']:g}; stream: BH "
-        f"at q = {record['stream_q']:g} over the window.",
+        f"- Cluster space (batch): {space_line(sp)}",
+        f"- Cluster space (stream): {space_line(record.get('stream_space', sp))}",
+        f"- Rule (batch): {rule_line(rule)} Selection: BH at q = {record['q']:g} over the "
+        "buffer.",
+        f"- Rule (stream): {rule_line(record.get('stream_rule', rule))} Selection: BH at q = "
+        f"{record['stream_q']:g} over the window; HDBSCAN may answer with one cluster.",
         "- Chosen on validation data only (ID validation images, the held-out classes' "
-        "*training* images, the validation junk): the space's variance share by validation "
-        "NMI ("
-        + ", ".join(f"{t['variance']:g} -> {t['dims']} dims: {t['validation_nmi']:.3f}"
-                    for t in record["space_trials"]) + "); per stream q the smallest "
-        "min_size with no alarm on novelty-free validation streams, then the setting with "
-        "the shortest median validation delay ("
-        + "; ".join(f"q={t['q']:g} window={t['window']} m={t['min_size']}: "
-                    + (("quiet" if t["quiet"] else "alarmed") if "quiet" in t
-                       else f"median delay {t['validation_median_delay']:.0f}")
-                    for t in record["stream_trials"]) + ").",
+        "*training* images, the validation junk): the space's variance share, the domain "
+        "gate's quantile and the batch's q by the mean validation NMI of the clusterings ("
+        + ", ".join(f"{t['variance']:g} ({t['dims']} dims) / {t.get('norm_quantile', '—')} / "
+                    f"{t.get('q', '—')}: {t['validation_nmi']:.3f}"
+                    for t in record["space_trials"]) + "); per stream (q, window, spread "
+        "factor) the smallest min_size within the validation false-alarm budget of "
+        f"{spec['stream'].get('validation_false_alarms_per_10k', 0.0):g} per 10,000 inputs, "
+        "then the setting with the shortest median validation delay (table below).",
+        "",
+        stream_trials_table(record["stream_trials"]),
         "",
         f"## Batch: {spec['batch']['n_id']} ID + {spec['batch']['n_novel']} novel (held-out "
         f"classes in equal parts) + {spec['batch']['n_junk']} junk, {spec['batch']['seeds']} "

@@ -23,11 +23,17 @@ class ClusterSpace:
     variance: float = 0.9
     normalize: bool = True
     norm_quantile: float = 0.05
+    # "points": selected inputs below the domain gate are left out of the clustering (junk
+    # cannot pull new-class candidates into its clusters); "clusters": the gate judges whole
+    # clusters only
+    gate: str = "clusters"
 
     def fit(self, features: np.ndarray, reference: np.ndarray,
             reference_labels: np.ndarray) -> ClusterSpace:
         """Axes from ``features`` (the ID fit split); yardsticks from ``reference`` (ID images
         the detector did not fit on: the validation split) and its class labels."""
+        if self.gate not in ("points", "clusters"):
+            raise ValueError(f"space gate {self.gate!r}: valid: points, clusters")
         x = np.asarray(features, dtype=np.float64)
         self.mean_ = x.mean(axis=0)
         _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
@@ -49,6 +55,10 @@ class ClusterSpace:
         if self.normalize:
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         return z
+
+    def in_domain(self, features: np.ndarray) -> np.ndarray:
+        """Per input: does it drive the classifier's features at least as hard as the gate?"""
+        return np.linalg.norm(np.asarray(features), axis=1) >= self.min_norm_
 
     def known_class(self, centroid: np.ndarray) -> int | None:
         """The known class a group centred at ``centroid`` (in this space) sits inside: closer

@@ -12,8 +12,9 @@ from benchmark.studies.novelty.space import ClusterSpace
 @dataclass
 class Monitor:
     """Every ``check_every`` inputs, BH at ``q`` over the last ``window`` inputs, HDBSCAN on
-    the selected ones, alarm when the rule calls a cluster a new class. After an alarm the
-    window starts afresh (the next alarm needs new evidence)."""
+    the selected ones (one cluster allowed: a window holds at most one new group, as a rule),
+    alarm when the rule calls a cluster a new class. After an alarm the window starts afresh
+    (the next alarm needs new evidence)."""
 
     space: ClusterSpace
     rule: AlarmRule
@@ -30,10 +31,10 @@ class Monitor:
         x = s.inputs
         for t in range(self.check_every - 1, len(x), self.check_every):
             lo = max(start, t + 1 - self.window)
-            if t + 1 - lo < 2 * self.rule.min_size:
+            if t + 1 - lo < self.rule.min_size + 1:
                 continue
             d = discover(x.pvalues[lo:t + 1], x.features[lo:t + 1], self.space, self.rule,
-                         self.q, self.method, seed=t)
+                         self.q, self.method, seed=t, single=True)
             if d.new_classes:
                 found.append(t)
                 if stop_at is not None and t >= stop_at:

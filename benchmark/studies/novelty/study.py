@@ -100,90 +100,125 @@ def pools(spec: dict[str, Any], prep: Prepared, p: dict[str, np.ndarray]) -> tup
     return Pool.joined(test), Pool.joined(val)
 
 
-def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool,
-               rule: AlarmRule) -> tuple[ClusterSpace, list[dict[str, Any]]]:
-    """The cluster space's variance share with the best mean NMI on validation buffers."""
+def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool, rule: AlarmRule
+               ) -> tuple[ClusterSpace, float, list[dict[str, Any]]]:
+    """The cluster space (variance share, domain-gate quantile) and the batch's BH level with
+    the best mean NMI over the clusterings on validation buffers."""
     c, b = spec["choices"], spec["batch"]
+    base = spec.get("space", {})
     trials = []
-    best: tuple[float, ClusterSpace] | None = None
+    best: tuple[float, ClusterSpace, float] | None = None
     for variance in c["variance"]:
-        space = ClusterSpace(**{**spec.get("space", {}), "variance": float(variance)}).fit(
-            prep.reps["fit"].features, prep.reps[VALIDATION].features,
-            prep.reps[VALIDATION].labels)
-        scores = []
-        for seed in range(c["buffers"]):
-            buf = batch(val, c["n_id"], b["n_novel"], b["n_junk"], 20_000 + seed)
-            for method in b["methods"]:
-                d = discover(buf.pvalues, buf.features, space, rule, float(spec["q"]), method,
-                             seed)
-                novel = buf.kind[d.selected] == NOVEL
-                scores.append(agreement(buf.truth[d.selected][novel], d.labels[novel])["nmi"])
-        value = float(np.nanmean(scores))
-        trials.append({"variance": float(variance), "dims": space.dims,
-                       "validation_nmi": value})
-        log.info("space variance %g (%d dims): validation NMI %.3f", variance, space.dims,
-                 value)
-        if best is None or value > best[0]:
-            best = (value, space)
+        for quantile in c.get("norm_quantile", [base.get("norm_quantile", 0.05)]):
+            space = ClusterSpace(**{**base, "variance": float(variance),
+                                    "norm_quantile": float(quantile)}).fit(
+                prep.reps["fit"].features, prep.reps[VALIDATION].features,
+                prep.reps[VALIDATION].labels)
+            for q in c.get("batch_q", [spec["q"]]):
+                scores = []
+                for seed in range(c["buffers"]):
+                    buf = batch(val, c["n_id"], b["n_novel"], b["n_junk"], 20_000 + seed)
+                    for method in b["methods"]:
+                        d = discover(buf.pvalues, buf.features, space, rule, float(q), method,
+                                     seed)
+                        novel = buf.kind[d.selected] == NOVEL
+                        scores.append(agreement(buf.truth[d.selected][novel],
+                                                d.labels[novel])["nmi"])
+                value = float(np.nanmean(scores))
+                trials.append({"variance": float(variance), "dims": space.dims,
+                               "norm_quantile": float(quantile), "q": float(q),
+                               "validation_nmi": value})
+                log.info("space variance %g (%d dims), gate quantile %g, q %g: validation "
+                         "NMI %.3f", variance, space.dims, quantile, q, value)
+                if best is None or value > best[0]:
+                    best = (value, space, float(q))
     assert best is not None
-    return best[1], trials
+    return best[1], best[2], trials
+
+
+def stream_space(spec: dict[str, Any], prep: Prepared, space: ClusterSpace) -> ClusterSpace:
+    """The stream monitor's space: the batch's unless ``stream.space`` overrides some of its
+    settings (a window holds a handful of selected inputs, so junk let in by a loose gate
+    is enough for a cluster)."""
+    extra = spec["stream"].get("space")
+    if not extra:
+        return space
+    settings = {"variance": space.variance, "normalize": space.normalize,
+                "norm_quantile": space.norm_quantile, "gate": space.gate, **extra}
+    return ClusterSpace(**settings).fit(prep.reps["fit"].features,
+                                        prep.reps[VALIDATION].features,
+                                        prep.reps[VALIDATION].labels)
+
+
+def describe_space(space: ClusterSpace) -> dict[str, Any]:
+    return {"dims": space.dims, "variance": space.variance, "normalize": space.normalize,
+            "gate": space.gate, "class_spread": space.class_spread_,
+            "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile}
 
 
 def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: float,
                   window: int, val: Pool) -> tuple[int | None, list[dict[str, Any]]]:
-    """The smallest ``m`` of the grid with no alarm on any novelty-free validation stream."""
+    """The smallest ``m`` of the grid whose alarm rate on the novelty-free validation streams
+    (ID only and ID + junk, every alarm counted) is within the validation budget per 10,000
+    inputs (``stream.validation_false_alarms_per_10k``)."""
+    budget = float(s.get("validation_false_alarms_per_10k", 0.0))
+    streams = [(seed, junk_rate) for seed in range(s["validation_streams"])
+               for junk_rate in (0.0, s["junk_rate"])]
+    allowed = budget * len(streams) * s["validation_length"] / 1e4
     trials = []
     for m in sorted(s["min_size_grid"]):
         r = AlarmRule(**{**asdict(rule), "min_size": int(m)})
         mon = Monitor(space, r, q, window, s["check_every"])
-        alarms = 0
-        for seed in range(s["validation_streams"]):
-            for junk_rate in (0.0, s["junk_rate"]):
-                st = stream(val, s["validation_length"], junk_rate, seed=10_000 + seed)
-                alarms += len(mon.alarms(st, stop_at=0))
-                if alarms:
-                    break
-            if alarms:
+        alarms = inputs = 0
+        for seed, junk_rate in streams:
+            st = stream(val, s["validation_length"], junk_rate, seed=10_000 + seed)
+            alarms += len(mon.alarms(st))
+            inputs += len(st.inputs)
+            if alarms > allowed:
                 break
-        trials.append({"q": q, "window": window, "min_size": int(m), "quiet": alarms == 0})
-        if alarms == 0:
+        trials.append({"q": q, "window": window, "spread_factor": rule.spread_factor,
+                       "min_size": int(m), "validation_alarms": alarms,
+                       "validation_inputs": inputs, "quiet": alarms <= allowed})
+        if alarms <= allowed:
             return int(m), trials
     return None, trials
 
 
 def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
-                val: Pool) -> tuple[float, int, int, list[dict[str, Any]]]:
-    """(q, window, m) of the stream monitor: per (q, window) of the grid the smallest quiet
-    ``m`` (no alarm on any novelty-free validation stream), then the setting whose validation
+                val: Pool) -> tuple[float, int, AlarmRule, list[dict[str, Any]]]:
+    """(q, window, rule) of the stream monitor: per (q, window, spread factor) of the grid the
+    smallest ``m`` within the validation false-alarm budget, then the setting whose validation
     novelty streams (the held-out classes' validation images at the target rate) alarm
-    soonest (median delay; ties: the smaller q, then the larger window)."""
+    soonest (median delay; ties: the first in grid order)."""
     s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
     trials, best = [], None
     for q in c["stream_q"]:
         for window in sorted(c["stream_window"], reverse=True):
-            m, quiet = pick_min_size(space, rule, s, float(q), int(window), val)
-            trials += quiet
-            if m is None:
-                continue
-            mon = Monitor(space, AlarmRule(**{**asdict(rule), "min_size": m}), float(q),
-                          int(window), s["check_every"])
-            delays = []
-            for seed in range(s["validation_streams"]):
-                st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed, rate,
-                            tuple(s["validation_onset"]))
-                delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
-            median = float(np.median(delays))
-            trials.append({"q": float(q), "window": int(window), "min_size": m,
-                           "validation_rate": rate, "validation_median_delay": median})
-            log.info("q %g, window %d, min_size %d: median validation delay %.0f", q, window,
-                     m, median)
-            if best is None or median < best[0]:
-                best = (median, float(q), int(window), m)
+            for factor in c.get("spread_factor", [rule.spread_factor]):
+                base = AlarmRule(**{**asdict(rule), "spread_factor": float(factor)})
+                m, quiet = pick_min_size(space, base, s, float(q), int(window), val)
+                trials += quiet
+                if m is None:
+                    continue
+                picked = AlarmRule(**{**asdict(base), "min_size": m})
+                mon = Monitor(space, picked, float(q), int(window), s["check_every"])
+                delays = []
+                for seed in range(s["validation_streams"]):
+                    st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed,
+                                rate, tuple(s["validation_onset"]))
+                    delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
+                median = float(np.median(delays))
+                trials[-1]["validation_median_delay"] = median
+                log.info("q %g, window %d, spread factor %g, min_size %d: median validation "
+                         "delay %.0f", q, window, factor, m, median)
+                if best is None or median < best[0]:
+                    best = (median, float(q), int(window), picked)
     if best is None:
-        raise NoveltyError(f"every min_size in {s['min_size_grid']} raised alarms on the "
-                           "novelty-free validation streams at every q and window: widen "
-                           "min_size_grid in the novelty config")
+        raise NoveltyError(f"every min_size in {s['min_size_grid']} raised more alarms than "
+                           "the validation budget on the novelty-free validation streams at "
+                           "every q, window and spread factor: widen min_size_grid in the "
+                           "novelty config")
     return best[1], best[2], best[3], trials
 
 
@@ -269,12 +304,11 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
     det_id, p = fitted_pvalues(cfg, prep, keys)
     test, val = pools(spec, prep, p)
     rule = AlarmRule(**spec.get("rule", {}))
-    space, space_trials = pick_space(spec, prep, val, rule)
-    q_stream, window, m, stream_trials = pick_stream(spec, space, rule, val)
-    rule = AlarmRule(**{**asdict(rule), "min_size": m})
-    q = float(spec["q"])
+    space, q, space_trials = pick_space(spec, prep, val, rule)
     s = spec["stream"]
-    monitor = Monitor(space, rule, q_stream, window, s["check_every"])
+    watch = stream_space(spec, prep, space)
+    q_stream, window, stream_rule, stream_trials = pick_stream(spec, watch, rule, val)
+    monitor = Monitor(watch, stream_rule, q_stream, window, s["check_every"])
     b_rows, shown = batch_rows(spec, test, space, rule, q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
@@ -294,11 +328,10 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
         "id_accuracy": float((prep.reps[ID_TEST].predictions
                               == prep.reps[ID_TEST].labels).mean()),
         "q": q, "stream_q": q_stream, "stream_window": window, "rule": asdict(rule),
+        "stream_rule": asdict(stream_rule), "stream_space": describe_space(watch),
         "space_trials": space_trials,
         "stream_trials": stream_trials,
-        "space": {"dims": space.dims, "variance": space.variance,
-                  "normalize": space.normalize, "class_spread": space.class_spread_,
-                  "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile},
+        "space": describe_space(space),
         "pools": {"test": {k: int((test.kind == v).sum()) for k, v in
                            (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
                   "validation": {k: int((val.kind == v).sum()) for k, v in
