@@ -142,15 +142,15 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
     """The pipeline on one buffer: select at ``q``, cluster, judge every cluster."""
     chosen = select(pvalues, q)
     raw = np.asarray(features)[chosen]
-    labels = np.full(len(raw), -1, dtype=np.int64)
-    clustered = (space.in_domain(raw) if space.gate == "points" and len(raw)
+    clustered = (space.in_domain(raw) if space.gate == "points"
                  else np.ones(len(raw), dtype=bool))
     raw = raw[clustered]
     z = space.transform(raw) if len(raw) else np.zeros((0, space.dims))
-    labels[clustered] = cluster(z, method, rule.min_size, seed, rule.max_k, single)
+    inner = cluster(z, method, rule.min_size, seed, rule.max_k, single)
+    labels = np.full(len(clustered), -1, dtype=np.int64)
+    labels[clustered] = inner
     rows_of = np.flatnonzero(clustered)  # clustered row -> row of the selected set
     found: list[Found] = []
-    inner = labels[clustered]
     ids = [c for c in np.unique(inner) if c >= 0]
     norms = np.linalg.norm(raw, axis=1) if len(raw) else np.zeros(0)
     limit = rule.spread_factor * space.class_spread_

@@ -83,10 +83,9 @@ def rule_line(rule: dict[str, Any]) -> str:
 
 def stream_trials_table(trials: list[dict[str, Any]]) -> str:
     """The stream choices tried on validation streams, one row per (setting, min_size)."""
-    rows = [[f"{t['q']:g}", str(t["window"]), f"{t.get('spread_factor', float('nan')):g}",
-             str(t["min_size"]),
-             f"{t.get('validation_alarms', '—')} / {t.get('validation_inputs', '—')}",
-             "yes" if t.get("quiet") else "no",
+    rows = [[f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}", str(t["min_size"]),
+             f"{t['validation_alarms']} / {t['validation_inputs']}",
+             "yes" if t["quiet"] else "no",
              f"{t['validation_median_delay']:.0f}" if "validation_median_delay" in t else ""]
             for t in trials]
     return markdown_table(["q", "window", "spread factor", "min_size",
@@ -116,16 +115,16 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         f"ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
         f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}.",
         f"- Cluster space (batch): {space_line(sp)}",
-        f"- Cluster space (stream): {space_line(record.get('stream_space', sp))}",
+        f"- Cluster space (stream): {space_line(record['stream_space'])}",
         f"- Rule (batch): {rule_line(rule)} Selection: BH at q = {record['q']:g} over the "
         "buffer.",
-        f"- Rule (stream): {rule_line(record.get('stream_rule', rule))} Selection: BH at q = "
+        f"- Rule (stream): {rule_line(record['stream_rule'])} Selection: BH at q = "
         f"{record['stream_q']:g} over the window; HDBSCAN may answer with one cluster.",
         "- Chosen on validation data only (ID validation images, the held-out classes' "
         "*training* images, the validation junk): the space's variance share, the domain "
         "gate's quantile and the batch's q by the mean validation NMI of the clusterings ("
-        + ", ".join(f"{t['variance']:g} ({t['dims']} dims) / {t.get('norm_quantile', '—')} / "
-                    f"{t.get('q', '—')}: {t['validation_nmi']:.3f}"
+        + ", ".join(f"{t['variance']:g} ({t['dims']} dims) / {t['norm_quantile']:g} / "
+                    f"{t['q']:g}: {t['validation_nmi']:.3f}"
                     for t in record["space_trials"]) + "); per stream (q, window, spread "
         "factor) the smallest min_size within the validation false-alarm budget of "
         f"{spec['stream'].get('validation_false_alarms_per_10k', 0.0):g} per 10,000 inputs, "

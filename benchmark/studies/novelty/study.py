@@ -100,6 +100,13 @@ def pools(spec: dict[str, Any], prep: Prepared, p: dict[str, np.ndarray]) -> tup
     return Pool.joined(test), Pool.joined(val)
 
 
+def fit_space(prep: Prepared, **settings: Any) -> ClusterSpace:
+    """A cluster space on the ID fit features, its yardsticks from the ID validation split."""
+    return ClusterSpace(**settings).fit(prep.reps["fit"].features,
+                                        prep.reps[VALIDATION].features,
+                                        prep.reps[VALIDATION].labels)
+
+
 def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool, rule: AlarmRule
                ) -> tuple[ClusterSpace, float, list[dict[str, Any]]]:
     """The cluster space (variance share, domain-gate quantile) and the batch's BH level with
@@ -108,16 +115,15 @@ def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool, rule: AlarmRule
     base = spec.get("space", {})
     trials = []
     best: tuple[float, ClusterSpace, float] | None = None
+    buffers = [(seed, batch(val, c["n_id"], b["n_novel"], b["n_junk"], 20_000 + seed))
+               for seed in range(c["buffers"])]
     for variance in c["variance"]:
         for quantile in c.get("norm_quantile", [base.get("norm_quantile", 0.05)]):
-            space = ClusterSpace(**{**base, "variance": float(variance),
-                                    "norm_quantile": float(quantile)}).fit(
-                prep.reps["fit"].features, prep.reps[VALIDATION].features,
-                prep.reps[VALIDATION].labels)
+            space = fit_space(prep, **{**base, "variance": float(variance),
+                                       "norm_quantile": float(quantile)})
             for q in c.get("batch_q", [spec["q"]]):
                 scores = []
-                for seed in range(c["buffers"]):
-                    buf = batch(val, c["n_id"], b["n_novel"], b["n_junk"], 20_000 + seed)
+                for seed, buf in buffers:
                     for method in b["methods"]:
                         d = discover(buf.pvalues, buf.features, space, rule, float(q), method,
                                      seed)
@@ -143,11 +149,7 @@ def stream_space(spec: dict[str, Any], prep: Prepared, space: ClusterSpace) -> C
     extra = spec["stream"].get("space")
     if not extra:
         return space
-    settings = {"variance": space.variance, "normalize": space.normalize,
-                "norm_quantile": space.norm_quantile, "gate": space.gate, **extra}
-    return ClusterSpace(**settings).fit(prep.reps["fit"].features,
-                                        prep.reps[VALIDATION].features,
-                                        prep.reps[VALIDATION].labels)
+    return fit_space(prep, **{**asdict(space), **extra})
 
 
 def describe_space(space: ClusterSpace) -> dict[str, Any]:
