@@ -128,6 +128,34 @@ def test_one_group_among_scattered_selections_is_a_cluster() -> None:
     assert (cluster(z, "hdbscan", 6, seed=0) == -1).all()  # the buffer default: none
 
 
+def test_the_id_background_test_rejects_where_id_selections_gather() -> None:
+    """A compact group of selected inputs in a region where flagged ID validation images
+    gather is ID background; the same group where none gather is a new class."""
+    from benchmark.studies.novelty.discovery import Background
+
+    space, pool = _world()
+    rng = np.random.default_rng(3)
+    atypical = 20 * np.eye(DIM)[5]  # no known class here: only atypical ID images
+    known = pool(200, 0, 0)
+    ref_f = np.concatenate([known.features, _blob(rng, atypical, 60, 1.5)])
+    ref_p = np.concatenate([known.pvalues, np.full(60, 1e-4)])
+    background = Background().fit(ref_p, ref_f, space)
+    rule = AlarmRule(min_size=5, background_alpha=1e-3)
+    window = pool(60, 0, 0)
+    for centre, expected in ((atypical, "ID background"), (20 * np.eye(DIM)[3], "")):
+        f = np.concatenate([window.features, _blob(rng, centre, 10, 1.5)])
+        p = np.concatenate([window.pvalues, np.full(10, 1e-4)])
+        d = discover(p, f, space, rule, 0.2, "hdbscan", seed=0, single=True,
+                     background=background)
+        group = [c for c in d.clusters if len(c.members) >= 5]
+        assert len(group) == 1 and group[0].reason == expected
+        plain = discover(p, f, space, AlarmRule(min_size=5), 0.2, "hdbscan", seed=0,
+                         single=True)
+        assert len(plain.new_classes) == 1  # without the test both groups are new
+    with pytest.raises(ValueError, match="background"):
+        discover(p, f, space, rule, 0.2, "hdbscan")
+
+
 def test_the_alarm_size_is_the_smallest_within_the_validation_budget() -> None:
     """min_size comes from the novelty-free validation streams: a budget of zero alarms
     needs a larger size than a budget that tolerates a few."""

@@ -12,7 +12,14 @@ A cluster of selected inputs is called a new class when it is
   activates the classifier weakly);
 - not a known class: its centroid is not inside a known class (closer to that class's
   centroid than the class's median spread), where a detector's false selections of that
-  class would gather.
+  class would gather;
+- above the ID background (when ``background_alpha`` is set): more inputs than ID data would
+  put in its ball. ID images a detector flags are not spread evenly: atypical images of a known
+  class gather beside it, and a handful of them in one window looks like a small new class.
+  The rate at which ID validation images are selected (p-value at most the window's selection
+  threshold), pass the domain gate and fall within the cluster's radius of its centroid, times
+  the window's size, is the count ID data alone would bring; the cluster is new only when its
+  size is beyond that count's Poisson tail at ``background_alpha`` (a scan statistic).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import poisson
 from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.metrics import silhouette_score
 
@@ -40,6 +48,32 @@ class AlarmRule:
     resamples: int = 10
     subsample: float = 0.8
     max_k: int = 8
+    # Poisson tail level of the ID-background test; None: no test
+    background_alpha: float | None = None
+
+
+@dataclass
+class Background:
+    """ID validation images as the yardstick of how many selected inputs ID data alone puts
+    in a ball of the cluster space: ``fit`` on their p-values and features."""
+
+    def fit(self, pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace
+            ) -> Background:
+        kept = space.in_domain(features) if space.gate == "points" else np.ones(
+            len(features), dtype=bool)
+        self.pvalues_ = np.asarray(pvalues, dtype=np.float64)[kept]
+        self.z_ = space.transform(np.asarray(features)[kept])
+        self.n_ = len(features)
+        return self
+
+    def tail(self, z: np.ndarray, threshold: float, inputs: int) -> float:
+        """P(Poisson >= len(z)) with the mean ID data would give: ``inputs`` times the rate
+        of ID images selected at ``threshold`` within the group's radius of its centroid."""
+        centre = z.mean(axis=0)
+        radius = float(np.max(np.linalg.norm(z - centre, axis=1)))
+        near = np.linalg.norm(self.z_ - centre, axis=1) <= radius
+        rate = float(np.sum(near & (self.pvalues_ <= threshold))) / max(self.n_, 1)
+        return float(poisson.sf(len(z) - 1, inputs * rate))
 
 
 @dataclass
@@ -137,9 +171,12 @@ def stability(z: np.ndarray, labels: np.ndarray, method: str, rule: AlarmRule,
 
 
 def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rule: AlarmRule,
-             q: float, method: str = "hdbscan", seed: int = 0,
-             single: bool = False) -> Discovery:
-    """The pipeline on one buffer: select at ``q``, cluster, judge every cluster."""
+             q: float, method: str = "hdbscan", seed: int = 0, single: bool = False,
+             background: Background | None = None) -> Discovery:
+    """The pipeline on one buffer: select at ``q``, cluster, judge every cluster (the
+    ID-background test needs ``background`` when the rule sets ``background_alpha``)."""
+    if rule.background_alpha is not None and background is None:
+        raise ValueError("the rule sets background_alpha: pass the ID background")
     chosen = select(pvalues, q)
     raw = np.asarray(features)[chosen]
     clustered = (space.in_domain(raw) if space.gate == "points"
@@ -162,6 +199,10 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
                   else "out of domain" if norm < space.min_norm_
                   else "known class" if space.known_class(z[rows].mean(axis=0)) is not None
                   else "")
+        if not reason and rule.background_alpha is not None:
+            threshold = float(np.max(np.asarray(pvalues)[chosen]))
+            if background.tail(z[rows], threshold, len(pvalues)) > rule.background_alpha:
+                reason = "ID background"
         candidates[c] = (rows, spread, norm, reason)
     # stability is the costly test: only clusters that pass the others need it
     need = [c for c, v in candidates.items() if not v[3]]

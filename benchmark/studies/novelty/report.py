@@ -78,17 +78,23 @@ def rule_line(rule: dict[str, Any]) -> str:
     return (f"new class = cluster of >= {rule['min_size']} inputs, stability >= "
             f"{rule['stability']:g} (mean best Jaccard over {rule['resamples']} "
             f"{rule['subsample']:g} subsets), spread <= {rule['spread_factor']:g} x the loosest "
-            "known class, in the domain, not inside a known class.")
+            "known class, in the domain, not inside a known class"
+            + ("." if rule["background_alpha"] is None else
+               f", above the ID background (its size beyond the Poisson tail at "
+               f"{rule['background_alpha']:g} of the count the ID validation images selected "
+               "at the window's threshold put within its radius, scaled to the window)."))
 
 
 def stream_trials_table(trials: list[dict[str, Any]]) -> str:
     """The stream choices tried on validation streams, one row per (setting, min_size)."""
-    rows = [[f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}", str(t["min_size"]),
+    rows = [[f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}",
+             "none" if t["background_alpha"] is None else f"{t['background_alpha']:g}",
+             str(t["min_size"]),
              f"{t['validation_alarms']} / {t['validation_inputs']}",
              "yes" if t["quiet"] else "no",
              f"{t['validation_median_delay']:.0f}" if "validation_median_delay" in t else ""]
             for t in trials]
-    return markdown_table(["q", "window", "spread factor", "min_size",
+    return markdown_table(["q", "window", "spread factor", "background level", "min_size",
                            "validation alarms / inputs", "within budget",
                            "median validation delay"], rows)
 
@@ -126,7 +132,8 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         + ", ".join(f"{t['variance']:g} ({t['dims']} dims) / {t['norm_quantile']:g} / "
                     f"{t['q']:g}: {t['validation_nmi']:.3f}"
                     for t in record["space_trials"]) + "); per stream (q, window, spread "
-        "factor) the smallest min_size within the validation false-alarm budget of "
+        "factor, ID-background level) the smallest min_size within the validation "
+        "false-alarm budget of "
         f"{spec['stream'].get('validation_false_alarms_per_10k', 0.0):g} per 10,000 inputs, "
         "then the setting with the shortest median validation delay (table below).",
         "",

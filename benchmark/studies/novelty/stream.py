@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.studies.novelty.discovery import AlarmRule, discover
+from benchmark.studies.novelty.discovery import AlarmRule, Background, discover
 from benchmark.studies.novelty.protocols import Stream
 from benchmark.studies.novelty.space import ClusterSpace
 
@@ -13,8 +13,9 @@ from benchmark.studies.novelty.space import ClusterSpace
 class Monitor:
     """Every ``check_every`` inputs, BH at ``q`` over the last ``window`` inputs, HDBSCAN on
     the selected ones (one cluster allowed: a window holds at most one new group, as a rule),
-    alarm when the rule calls a cluster a new class. After an alarm the window starts afresh
-    (the next alarm needs new evidence)."""
+    alarm when the rule calls a cluster a new class (``background``: the ID yardstick of the
+    rule's background test). After an alarm the window starts afresh (the next alarm needs
+    new evidence)."""
 
     space: ClusterSpace
     rule: AlarmRule
@@ -22,6 +23,7 @@ class Monitor:
     window: int = 1000
     check_every: int = 10
     method: str = "hdbscan"
+    background: Background | None = None
 
     def alarms(self, s: Stream, stop_at: int | None = None) -> list[int]:
         """Positions (0-based, the input that completed the evidence) of the alarms; with
@@ -34,7 +36,8 @@ class Monitor:
             if t + 1 - lo < self.rule.min_size + 1:
                 continue
             d = discover(x.pvalues[lo:t + 1], x.features[lo:t + 1], self.space, self.rule,
-                         self.q, self.method, seed=t, single=True)
+                         self.q, self.method, seed=t, single=True,
+                         background=self.background)
             if d.new_classes:
                 found.append(t)
                 if stop_at is not None and t >= stop_at:

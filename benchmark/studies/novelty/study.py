@@ -36,7 +36,7 @@ from benchmark.runner.evaluate import build
 from benchmark.runner.manifest import git_commit
 from benchmark.runner.prepare import VALIDATION, VALIDATION_OOD, Prepared, prepare, private_network
 from benchmark.studies.novelty import BATCH_CSV, REPORT_MD, STREAM_CSV, THRESHOLDS_JSON
-from benchmark.studies.novelty.discovery import AlarmRule, discover
+from benchmark.studies.novelty.discovery import AlarmRule, Background, discover
 from benchmark.studies.novelty.protocols import ID, JUNK, NOVEL, Pool, batch, stream
 from benchmark.studies.novelty.report import write_projection, write_report
 from benchmark.studies.novelty.scoring import agreement
@@ -158,8 +158,15 @@ def describe_space(space: ClusterSpace) -> dict[str, Any]:
             "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile}
 
 
+def id_background(space: ClusterSpace, val: Pool) -> Background:
+    """The rule's ID-background yardstick: the ID validation images in ``space``."""
+    rows = val.rows_of(ID)
+    return Background().fit(val.pvalues[rows], val.features[rows], space)
+
+
 def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: float,
-                  window: int, val: Pool) -> tuple[int | None, list[dict[str, Any]]]:
+                  window: int, val: Pool, background: Background | None = None
+                  ) -> tuple[int | None, list[dict[str, Any]]]:
     """The smallest ``m`` of the grid whose alarm rate on the novelty-free validation streams
     (ID only and ID + junk, every alarm counted) is within the validation budget per 10,000
     inputs (``stream.validation_false_alarms_per_10k``)."""
@@ -170,7 +177,7 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
     trials = []
     for m in sorted(s["min_size_grid"]):
         r = AlarmRule(**{**asdict(rule), "min_size": int(m)})
-        mon = Monitor(space, r, q, window, s["check_every"])
+        mon = Monitor(space, r, q, window, s["check_every"], background=background)
         alarms = inputs = 0
         for seed, junk_rate in streams:
             st = stream(val, s["validation_length"], junk_rate, seed=10_000 + seed)
@@ -179,7 +186,8 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
             if alarms > allowed:
                 break
         trials.append({"q": q, "window": window, "spread_factor": rule.spread_factor,
-                       "min_size": int(m), "validation_alarms": alarms,
+                       "background_alpha": rule.background_alpha, "min_size": int(m),
+                       "validation_alarms": alarms,
                        "validation_inputs": inputs, "quiet": alarms <= allowed})
         if alarms <= allowed:
             return int(m), trials
@@ -188,34 +196,41 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
 
 def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
                 val: Pool) -> tuple[float, int, AlarmRule, list[dict[str, Any]]]:
-    """(q, window, rule) of the stream monitor: per (q, window, spread factor) of the grid the
-    smallest ``m`` within the validation false-alarm budget, then the setting whose validation
-    novelty streams (the held-out classes' validation images at the target rate) alarm
-    soonest (median delay; ties: the first in grid order)."""
+    """(q, window, rule) of the stream monitor: per (q, window, spread factor, background
+    level) of the grid the smallest ``m`` within the validation false-alarm budget, then the
+    setting whose validation novelty streams (the held-out classes' validation images at the
+    target rate) alarm soonest (median delay; ties: the first in grid order)."""
     s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
+    background = id_background(space, val)
+    grid = [(float(q), int(window), float(factor), alpha)
+            for q in c["stream_q"] for window in sorted(c["stream_window"], reverse=True)
+            for factor in c.get("spread_factor", [rule.spread_factor])
+            for alpha in c.get("background_alpha", [rule.background_alpha])]
     trials, best = [], None
-    for q in c["stream_q"]:
-        for window in sorted(c["stream_window"], reverse=True):
-            for factor in c.get("spread_factor", [rule.spread_factor]):
-                base = AlarmRule(**{**asdict(rule), "spread_factor": float(factor)})
-                m, quiet = pick_min_size(space, base, s, float(q), int(window), val)
-                trials += quiet
-                if m is None:
-                    continue
-                picked = AlarmRule(**{**asdict(base), "min_size": m})
-                mon = Monitor(space, picked, float(q), int(window), s["check_every"])
-                delays = []
-                for seed in range(s["validation_streams"]):
-                    st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed,
-                                rate, tuple(s["validation_onset"]))
-                    delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
-                median = float(np.median(delays))
-                trials[-1]["validation_median_delay"] = median
-                log.info("q %g, window %d, spread factor %g, min_size %d: median validation "
-                         "delay %.0f", q, window, factor, m, median)
-                if best is None or median < best[0]:
-                    best = (median, float(q), int(window), picked)
+    for q, window, factor, alpha in grid:
+        base = AlarmRule(**{**asdict(rule), "spread_factor": factor,
+                            "background_alpha": None if alpha is None
+                            else float(alpha)})
+        m, quiet = pick_min_size(space, base, s, q, window, val, background)
+        trials += quiet
+        if m is None:
+            continue
+        picked = AlarmRule(**{**asdict(base), "min_size": m})
+        mon = Monitor(space, picked, q, window, s["check_every"],
+                      background=background)
+        delays = []
+        for seed in range(s["validation_streams"]):
+            st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed,
+                        rate, tuple(s["validation_onset"]))
+            delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
+        median = float(np.median(delays))
+        trials[-1]["validation_median_delay"] = median
+        log.info("q %g, window %d, spread factor %g, background level %s, min_size "
+                 "%d: median validation delay %.0f", q, window, factor, alpha, m,
+                 median)
+        if best is None or median < best[0]:
+            best = (median, q, window, picked)
     if best is None:
         raise NoveltyError(f"every min_size in {s['min_size_grid']} raised more alarms than "
                            "the validation budget on the novelty-free validation streams at "
@@ -310,7 +325,8 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
     s = spec["stream"]
     watch = stream_space(spec, prep, space)
     q_stream, window, stream_rule, stream_trials = pick_stream(spec, watch, rule, val)
-    monitor = Monitor(watch, stream_rule, q_stream, window, s["check_every"])
+    monitor = Monitor(watch, stream_rule, q_stream, window, s["check_every"],
+                      background=id_background(watch, val))
     b_rows, shown = batch_rows(spec, test, space, rule, q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
