@@ -59,8 +59,7 @@ class Background:
 
     def fit(self, pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace
             ) -> Background:
-        kept = space.in_domain(features) if space.gate == "points" else np.ones(
-            len(features), dtype=bool)
+        kept = space.clustered(features)
         self.pvalues_ = np.asarray(pvalues, dtype=np.float64)[kept]
         self.z_ = space.transform(np.asarray(features)[kept])
         self.n_ = len(features)
@@ -179,8 +178,7 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
         raise ValueError("the rule sets background_alpha: pass the ID background")
     chosen = select(pvalues, q)
     raw = np.asarray(features)[chosen]
-    clustered = (space.in_domain(raw) if space.gate == "points"
-                 else np.ones(len(raw), dtype=bool))
+    clustered = space.clustered(raw)
     raw = raw[clustered]
     z = space.transform(raw) if len(raw) else np.zeros((0, space.dims))
     inner = cluster(z, method, rule.min_size, seed, rule.max_k, single)

@@ -60,6 +60,12 @@ class ClusterSpace:
         """Per input: does it drive the classifier's features at least as hard as the gate?"""
         return np.linalg.norm(np.asarray(features), axis=1) >= self.min_norm_
 
+    def clustered(self, features: np.ndarray) -> np.ndarray:
+        """Per input: does it enter the clustering (the point gate keeps weak ones out)?"""
+        if self.gate == "points":
+            return self.in_domain(features)
+        return np.ones(len(features), dtype=bool)
+
     def known_class(self, centroid: np.ndarray) -> int | None:
         """The known class a group centred at ``centroid`` (in this space) sits inside: closer
         to that class's centroid than the class's own median spread; None = none."""
