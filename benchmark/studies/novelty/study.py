@@ -308,6 +308,8 @@ def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelt
 def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
          argv: list[str] | None) -> Path:
     t0 = time.perf_counter()
+    # read before this run writes its files: the record names the code that made them
+    commit = git_commit()
     prep = prepare(cfg, need_maps=False)
     named = [*spec["novel_sets"], *spec["validation_novel_sets"], *spec["junk_sets"]]
     missing = [s for s in named if ood_key(s) not in prep.reps]
@@ -338,7 +340,7 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
         stream_frame.to_csv(tmp, index=False)
     record = {
         "command": "ood-bench-novelty " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "git_commit": git_commit(), "detector": det_id,
+        "git_commit": commit, "detector": det_id,
         "detector_spec": OmegaConf.to_container(cfg.detectors[det_id], resolve=True),
         "pair": str(cfg.pair.name), "backbone": str(cfg.backbone.name),
         "checkpoint": display_path(prep.backbone.checkpoint),
