@@ -195,14 +195,15 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
 
 
 def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
-                val: Pool) -> tuple[float, int, AlarmRule, list[dict[str, Any]]]:
+                val: Pool, background: Background
+                ) -> tuple[float, int, AlarmRule, list[dict[str, Any]]]:
     """(q, window, rule) of the stream monitor: per (q, window, spread factor, background
     level) of the grid the smallest ``m`` within the validation false-alarm budget, then the
     setting whose validation novelty streams (the held-out classes' validation images at the
-    target rate) alarm soonest (median delay; ties: the first in grid order)."""
+    target rate) alarm soonest (median delay; ties: the first in grid order). ``background``
+    is the ID validation images' background in ``space`` (the test monitor uses the same)."""
     s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
-    background = id_background(space, val)
     grid = [(float(q), int(window), float(factor), alpha)
             for q in c["stream_q"] for window in sorted(c["stream_window"], reverse=True)
             for factor in c.get("spread_factor", [rule.spread_factor])
@@ -326,9 +327,11 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
     space, q, space_trials = pick_space(spec, prep, val, rule)
     s = spec["stream"]
     watch = stream_space(spec, prep, space)
-    q_stream, window, stream_rule, stream_trials = pick_stream(spec, watch, rule, val)
+    background = id_background(watch, val)
+    q_stream, window, stream_rule, stream_trials = pick_stream(spec, watch, rule, val,
+                                                               background)
     monitor = Monitor(watch, stream_rule, q_stream, window, s["check_every"],
-                      background=id_background(watch, val))
+                      background=background)
     b_rows, shown = batch_rows(spec, test, space, rule, q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
