@@ -242,7 +242,7 @@ def test_the_study_runs_under_the_configs_compute_settings(monkeypatch) -> None:
 
     seen = {}
 
-    def record(name, spec, cfg, out_root, argv):
+    def record(name, spec, cfgs, out_root, argv):
         seen["threads"] = torch.get_num_threads()
         seen["onednn"] = torch.backends.mkldnn.enabled
         return out_root
@@ -253,3 +253,98 @@ def test_the_study_runs_under_the_configs_compute_settings(monkeypatch) -> None:
     study.run("mnist", [f"compute.threads={want}", "compute.onednn=false"])
     assert seen == {"threads": want, "onednn": False}
     assert (torch.get_num_threads(), torch.backends.mkldnn.enabled) == before
+
+
+def test_the_detector_comes_from_the_protocol_unless_the_command_names_one() -> None:
+    from benchmark.studies.novelty.study import detector_options
+
+    spec = {"detectors": ["inhouse/grouped_knn", "inhouse/grouped"]}
+    assert detector_options(spec, ["compute.threads=1"]) == spec["detectors"]
+    assert detector_options(spec, ["detector=pytorch_ood/msp"]) == [None]
+    assert detector_options(spec, ["+detector=pytorch_ood/msp"]) == [None]
+    assert detector_options({}, []) == [None]
+
+
+def test_the_detector_pick_reads_the_validation_streams_then_the_median_then_nmi() -> None:
+    from benchmark.studies.novelty.study import Candidate, StreamChoice, pick_detector
+
+    def cand(name: str, within: float, median: float, nmi: float) -> Candidate:
+        choice = StreamChoice(0.2, 200, AlarmRule(), within, median, [])
+        return Candidate(name, None, None, None, None, 0.2, [{"validation_nmi": nmi}], None,
+                         None, choice)
+
+    assert pick_detector([cand("a", 0.6, 90, 0.9), cand("b", 0.7, 150, 0.1)]).det_id == "b"
+    assert pick_detector([cand("a", 0.7, 160, 0.9), cand("b", 0.7, 150, 0.1)]).det_id == "b"
+    assert pick_detector([cand("a", 0.7, 150, 0.4), cand("b", 0.7, 150, 0.5)]).det_id == "b"
+    assert pick_detector([cand("a", 0.7, 150, 0.5), cand("b", 0.7, 150, 0.5)]).det_id == "a"
+
+
+def test_the_median_interval_brackets_the_median_as_often_as_it_says() -> None:
+    from benchmark.stats.binomial import median_interval
+
+    assert median_interval(np.arange(1.0, 21.0)) == (6.0, 15.0)  # n = 20: 6th and 15th
+    assert median_interval([1.0, 2.0, 3.0]) == (-np.inf, np.inf)  # too few for 95 %
+    assert median_interval([*range(1, 13), *[np.inf] * 8]) == (6.0, np.inf)  # 8 never alarmed
+    rng = np.random.default_rng(0)
+    hits = [lo <= np.log(2) <= hi for lo, hi in
+            (median_interval(rng.exponential(size=25)) for _ in range(2000))]
+    assert 0.94 <= np.mean(hits) <= 0.99
+
+
+TINY_PROTOCOL = {
+    "name": "tiny", "run": ["pair=mnist_novelty", "backbone=lenet"],
+    "detectors": ["inhouse/grouped_knn", "inhouse/grouped_features"],
+    "novel_sets": ["novel"], "validation_novel_sets": ["novel_val"], "junk_sets": ["junk"],
+    "q": 0.2, "space": {"variance": 0.9, "norm_quantile": 0.05, "gate": "points"},
+    "rule": {"min_size": 5, "resamples": 3, "max_k": 4},
+    "batch": {"seeds": 2, "n_id": 300, "n_novel": 60, "n_junk": 40,
+              "methods": ["hdbscan", "kmeans_silhouette"]},
+    "stream": {"length": 500, "check_every": 20, "junk_rate": 0.05, "rates": [0.2],
+               "streams": 3, "onset": [100, 200], "min_size_grid": [4, 8, 40],
+               "validation_false_alarms_per_10k": 50, "validation_streams": 2,
+               "validation_length": 500, "validation_onset": [100, 200]},
+    "choices": {"buffers": 2, "n_id": 300, "variance": [0.95], "norm_quantile": [0.05],
+                "batch_q": [0.2], "stream_q": [0.2], "stream_window": [200],
+                "spread_factor": [2.0], "background_alpha": [1.0e-3]},
+    "done": {"nmi": 0.6, "rate": 0.2, "delay_within": 200, "false_alarms_per_10k": 1},
+    "literature": [],
+}
+
+
+def test_the_study_runs_end_to_end_on_small_mnist(root, tmp_path) -> None:
+    """The whole protocol on a 2-epoch LeNet and small splits: both candidate detectors are
+    fitted and judged on validation, the picked one is scored on the test pools, and the
+    report states every done criterion with its interval."""
+    import json
+
+    import pandas as pd
+
+    from benchmark.studies.novelty.study import run_protocol
+
+    extra = [f"data.root={root}", f"cache_dir={tmp_path / 'cache'}", "data.train_size=8000",
+             "data.fit_size=1000", "backbone.recipe.epochs=2",
+             "pair.data.calibration_size=2600", "pair.data.validation_size=600",
+             "data.max_id_test=600", "data.max_ood=400", "pair.validation.size=300"]
+    report = run_protocol("tiny", TINY_PROTOCOL, extra, tmp_path / "out", ["novelty=tiny"])
+    record = json.loads((report.parent / "thresholds.json").read_text())
+    trials = record["detector_trials"]
+    assert [t["detector"] for t in trials] == ["inhouse_grouped_knn",
+                                               "inhouse_grouped_features"]
+    best = min(trials, key=lambda t: (-t["validation_within"], t["validation_median_delay"],
+                                      -t["validation_nmi"]))
+    assert record["detector"] == best["detector"] == report.parent.name
+    assert record["stream_rule"]["min_size"] in (4, 8, 40)
+    picked = [t for t in record["stream_trials"] if "validation_within" in t]
+    assert len(picked) == 1 and picked[0]["quiet"]
+    assert record["backbone_recipe"]["epochs"] == 2
+    batch = pd.read_csv(report.parent / "batch.csv")
+    assert len(batch) == 4 and set(batch.method) == {"hdbscan", "kmeans_silhouette"}
+    assert ((batch.selected_novel > 0) & (batch.selected_novel <= batch.novel_in_buffer)).all()
+    streams = pd.read_csv(report.parent / "streams.csv")
+    assert sorted(streams.novel_rate.unique()) == [0.0, 0.2]
+    assert len(streams) == 3 + 2 * 3  # novelty streams + (ID only, ID + junk) per seed
+    assert np.isfinite(streams.delay[streams.novel_rate > 0]).any()
+    text = report.read_text()
+    assert "Stream at rate 0.2: alarm within 200 inputs in" in text
+    assert "95 % upper bound" in text and "picked on validation" in text
+    assert (report.parent / "projection.png").stat().st_size > 10_000

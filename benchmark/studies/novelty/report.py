@@ -11,6 +11,7 @@ from scipy.stats import chi2
 
 from benchmark.atomic import atomic_path
 from benchmark.render import markdown_table
+from benchmark.stats.binomial import clopper_pearson, median_interval
 from benchmark.studies.novelty import BATCH_CSV, REPORT_MD, STREAM_CSV, THRESHOLDS_JSON
 from benchmark.studies.novelty.discovery import Discovery
 from benchmark.studies.novelty.protocols import JUNK, NOVEL, Pool
@@ -40,18 +41,29 @@ def batch_table(frame: pd.DataFrame) -> str:
     return markdown_table(head, rows)
 
 
+def share_text(k: int, n: int) -> str:
+    """``k / n`` as a share with its exact 95 % interval."""
+    lo, hi = clopper_pearson(k, n)
+    return f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]" if n else "—"
+
+
+def median_text(delays: pd.Series) -> str:
+    """The median delay with its distribution-free 95 % interval (inf = never alarmed)."""
+    lo, hi = median_interval(delays.to_numpy())
+    return f"{np.median(delays):.0f} [{lo:.0f}, {hi:.0f}]".replace("inf", "∞")
+
+
 def stream_tables(frame: pd.DataFrame, limit: int) -> tuple[str, str]:
     novel = frame[frame.novel_rate > 0]
     rows = []
     for rate, g in novel.groupby("novel_rate"):
         hit = np.isfinite(g.delay)
-        rows.append([f"{rate:g}", str(len(g)), f"{hit.mean():.2f}",
-                     f"{(g.delay <= limit).mean():.2f}",
-                     f"{np.median(g.delay):.0f}" if hit.any() else "—",
+        rows.append([f"{rate:g}", str(len(g)), share_text(int(hit.sum()), len(g)),
+                     share_text(int((g.delay <= limit).sum()), len(g)), median_text(g.delay),
                      mean_sd(g.delay[hit], 0), str(int(g.false_alarms.sum()))])
-    delays = markdown_table(["novel rate", "streams", "detected", f"within {limit}",
-                             "median delay", "delay mean ± sd (detected)",
-                             "alarms before onset"], rows)
+    delays = markdown_table(["novel rate", "streams", "detected [95 % CI]",
+                             f"within {limit} [95 % CI]", "median delay [95 % CI]",
+                             "delay mean ± sd (detected)", "alarms before onset"], rows)
     free = frame[frame.novel_rate == 0]
     rows = []
     for junk, g in free.groupby("junk_rate"):
@@ -85,18 +97,33 @@ def rule_line(rule: dict[str, Any]) -> str:
                "at the window's threshold put within its radius, scaled to the window)."))
 
 
-def stream_trials_table(trials: list[dict[str, Any]]) -> str:
+def stream_trials_table(trials: list[dict[str, Any]], limit: int) -> str:
     """The stream choices tried on validation streams, one row per (setting, min_size)."""
     rows = [[f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}",
              "none" if t["background_alpha"] is None else f"{t['background_alpha']:g}",
              str(t["min_size"]),
              f"{t['validation_alarms']} / {t['validation_inputs']}",
              "yes" if t["quiet"] else "no",
+             f"{t['validation_within']:.2f}" if "validation_within" in t else "",
              f"{t['validation_median_delay']:.0f}" if "validation_median_delay" in t else ""]
             for t in trials]
     return markdown_table(["q", "window", "spread factor", "background level", "min_size",
                            "validation alarms / inputs", "within budget",
+                           f"validation streams alarmed within {limit}",
                            "median validation delay"], rows)
+
+
+def detector_line(record: dict[str, Any], limit: int) -> str:
+    """Which detector the run picked on validation, beside the others it tried."""
+    trials = record.get("detector_trials") or []
+    if len(trials) < 2:
+        return f"- Detector: {record['detector']} (named by the run)."
+    return ("- Detector, picked on validation (validation novelty streams alarmed within "
+            f"{limit} / median validation delay / validation NMI): "
+            + "; ".join(f"{t['detector']} {t['validation_within']:.2f} / "
+                        f"{t['validation_median_delay']:.0f} / {t['validation_nmi']:.3f}"
+                        for t in trials)
+            + f" → {record['detector']}.")
 
 
 def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch: pd.DataFrame,
@@ -117,8 +144,11 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         "inputs against their true class (unassigned inputs form one group). The classifier "
         "is frozen: nothing is trained on the unlabelled inputs.",
         "",
-        f"- Backbone: {record['checkpoint']} (sha256 {record['checkpoint_sha256'][:12]}…), "
-        f"ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
+        f"- Backbone: {record['checkpoint']} (sha256 {record['checkpoint_sha256'][:12]}…"
+        + (f", {record['backbone_recipe']['epochs']} epochs" if record.get("backbone_recipe")
+           else "")
+        + f"), ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
+        detector_line(record, limit),
         f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}.",
         f"- Cluster space (batch): {space_line(sp)}",
         f"- Cluster space (stream): {space_line(record['stream_space'])}",
@@ -135,9 +165,10 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         "factor, ID-background level) the smallest min_size within the validation "
         "false-alarm budget of "
         f"{spec['stream'].get('validation_false_alarms_per_10k', 0.0):g} per 10,000 inputs, "
-        "then the setting with the shortest median validation delay (table below).",
+        f"then the setting whose validation novelty streams alarm within {limit} inputs most "
+        "often (ties: the shorter median validation delay; table below).",
         "",
-        stream_trials_table(record["stream_trials"]),
+        stream_trials_table(record["stream_trials"], limit),
         "",
         f"## Batch: {spec['batch']['n_id']} ID + {spec['batch']['n_novel']} novel (held-out "
         f"classes in equal parts) + {spec['batch']['n_junk']} junk, {spec['batch']['seeds']} "
@@ -158,7 +189,8 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         f"{spec['stream']['check_every']} inputs, BH at q = {record['stream_q']:g}",
         "",
         "Delay = inputs from the first novel one to the alarm (inclusive); a stream never "
-        "alarmed counts as not detected (delay inf).",
+        "alarmed counts as not detected (delay inf). Intervals: exact (Clopper-Pearson) for "
+        "the shares, the sign test's order statistics for the median.",
         "",
         delays,
         "",
@@ -191,13 +223,14 @@ def done_lines(spec: dict[str, Any], batch: pd.DataFrame, streams: pd.DataFrame)
     if len(g):
         limit = int(done.get("delay_within", 200))
         out.append(f"- Stream at rate {rate:g}: alarm within {limit} inputs in "
-                   f"{(g.delay <= limit).mean():.0%} of {len(g)} streams (median delay "
-                   f"{np.median(g.delay):.0f}).")
+                   f"{share_text(int((g.delay <= limit).sum()), len(g))} of {len(g)} streams "
+                   f"(95 % CI); median delay {median_text(g.delay)}.")
     free = streams[streams.novel_rate == 0]
     if len(free):
-        per = 1e4 * free.false_alarms.sum() / free.inputs_watched.sum()
-        out.append(f"- Novelty-free streams: {per:.2f} false alarms per 10,000 inputs "
-                   f"(target <= {done.get('false_alarms_per_10k', 1):g}).")
+        n, inputs = int(free.false_alarms.sum()), int(free.inputs_watched.sum())
+        out.append(f"- Novelty-free streams: {1e4 * n / inputs:.2f} false alarms per 10,000 "
+                   f"inputs (95 % upper bound {1e4 * poisson_upper(n) / inputs:.2f}; target "
+                   f"<= {done.get('false_alarms_per_10k', 1):g}).")
     return out
 
 

@@ -16,7 +16,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,16 +194,29 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
     return None, trials
 
 
+@dataclass
+class StreamChoice:
+    """The stream monitor's settings and how they did on the validation novelty streams."""
+
+    q: float
+    window: int
+    rule: AlarmRule
+    within: float  # share of validation streams alarmed within done.delay_within
+    median: float  # median validation delay
+    trials: list[dict[str, Any]]
+
+
 def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
-                val: Pool, background: Background
-                ) -> tuple[float, int, AlarmRule, list[dict[str, Any]]]:
-    """(q, window, rule) of the stream monitor: per (q, window, spread factor, background
+                val: Pool, background: Background) -> StreamChoice:
+    """The stream monitor's (q, window, rule): per (q, window, spread factor, background
     level) of the grid the smallest ``m`` within the validation false-alarm budget, then the
     setting whose validation novelty streams (the held-out classes' validation images at the
-    target rate) alarm soonest (median delay; ties: the first in grid order). ``background``
-    is the ID validation images' background in ``space`` (the test monitor uses the same)."""
+    target rate) alarm within ``done.delay_within`` inputs most often (ties: the shorter
+    median delay, then the first in grid order). ``background`` is the ID validation images'
+    background in ``space`` (the test monitor uses the same)."""
     s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
+    within = float(spec.get("done", {}).get("delay_within", 200))
     grid = [(float(q), int(window), float(factor), alpha)
             for q in c["stream_q"] for window in sorted(c["stream_window"], reverse=True)
             for factor in c.get("spread_factor", [rule.spread_factor])
@@ -226,18 +239,20 @@ def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
                         rate, tuple(s["validation_onset"]))
             delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
         median = float(np.median(delays))
-        trials[-1]["validation_median_delay"] = median
+        share = float(np.mean(np.asarray(delays) <= within))
+        trials[-1].update(validation_median_delay=median, validation_within=share)
         log.info("q %g, window %d, spread factor %g, background level %s, min_size "
-                 "%d: median validation delay %.0f", q, window, factor, alpha, m,
-                 median)
-        if best is None or median < best[0]:
-            best = (median, q, window, picked)
+                 "%d: validation streams alarmed within %g: %.2f, median delay %.0f", q,
+                 window, factor, alpha, m, within, share, median)
+        if best is None or (-share, median) < (-best.within, best.median):
+            best = StreamChoice(q, window, picked, share, median, trials)
     if best is None:
         raise NoveltyError(f"every min_size in {s['min_size_grid']} raised more alarms than "
                            "the validation budget on the novelty-free validation streams at "
                            "every q, window and spread factor: widen min_size_grid in the "
                            "novelty config")
-    return best[1], best[2], best[3], trials
+    best.trials = trials
+    return best
 
 
 def batch_rows(spec: dict[str, Any], pool: Pool, space: ClusterSpace, rule: AlarmRule,
@@ -295,23 +310,85 @@ def stream_rows(spec: dict[str, Any], pool: Pool, monitor: Monitor) -> list[dict
     return rows
 
 
+def detector_options(spec: dict[str, Any], extra: list[str]) -> list[str | None]:
+    """The detector options a run picks from on validation: the protocol's ``detectors``
+    unless the command line names one (None: the run config's own detector)."""
+    named = any(o.lstrip("+~").split("=", 1)[0] == "detector" for o in extra)
+    if named or not spec.get("detectors"):
+        return [None]
+    return [str(d) for d in spec["detectors"]]
+
+
 def run(name: str, extra: list[str], out_root: Path = REPO / "results" / "novelty",
         argv: list[str] | None = None) -> Path:
-    """Everything for ``novelty=<name>``; returns the folder written."""
-    spec = load_protocol(name)
-    cfg = run_config(spec, extra)
+    """Everything for ``novelty=<name>``; returns the report written."""
+    return run_protocol(name, load_protocol(name), extra, out_root, argv)
+
+
+def run_protocol(name: str, spec: dict[str, Any], extra: list[str], out_root: Path,
+                 argv: list[str] | None = None) -> Path:
+    """Everything for the protocol ``spec`` (a novelty config's content)."""
+    cfgs = [run_config(spec, ([f"detector={o}"] if o else []) + extra)
+            for o in detector_options(spec, extra)]
     # the run's compute settings (threads, oneDNN) as the runner pins them: checkpoints and
     # representations are keyed by them, so the protocol reuses what `ood-bench` cached
-    with compute.pinned(compute.ComputeSettings.from_config(cfg)):
-        return _run(name, spec, cfg, out_root, argv)
+    with compute.pinned(compute.ComputeSettings.from_config(cfgs[0])):
+        return _run(name, spec, cfgs, out_root, argv)
 
 
-def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
+@dataclass
+class Candidate:
+    """One detector fitted, its pools scored and every choice made for it on validation."""
+
+    det_id: str
+    cfg: DictConfig
+    test: Pool
+    val: Pool
+    space: ClusterSpace
+    q: float
+    space_trials: list[dict[str, Any]]
+    watch: ClusterSpace
+    background: Background
+    stream: StreamChoice
+
+    @property
+    def validation_nmi(self) -> float:
+        return max(t["validation_nmi"] for t in self.space_trials)
+
+    def summary(self) -> dict[str, Any]:
+        return {"detector": self.det_id, "validation_within": self.stream.within,
+                "validation_median_delay": self.stream.median,
+                "validation_nmi": self.validation_nmi}
+
+
+def fit_candidate(spec: dict[str, Any], cfg: DictConfig, prep: Prepared, keys: list[str]
+                  ) -> Candidate:
+    """The config's detector fitted and scored, then the batch and stream choices made on
+    the validation pool."""
+    det_id, p = fitted_pvalues(cfg, prep, keys)
+    test, val = pools(spec, prep, p)
+    rule = AlarmRule(**spec.get("rule", {}))
+    space, q, space_trials = pick_space(spec, prep, val, rule)
+    watch = stream_space(spec, prep, space)
+    background = id_background(watch, val)
+    choice = pick_stream(spec, watch, rule, val, background)
+    return Candidate(det_id, cfg, test, val, space, q, space_trials, watch, background, choice)
+
+
+def pick_detector(candidates: list[Candidate]) -> Candidate:
+    """The candidate whose validation novelty streams alarm within the target most often
+    (ties: the shorter median delay, then the higher validation NMI, then config order)."""
+    return min(candidates, key=lambda c: (-c.stream.within, c.stream.median,
+                                          -c.validation_nmi))
+
+
+def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path,
          argv: list[str] | None) -> Path:
     t0 = time.perf_counter()
     # read before this run writes its files: the record names the code that made them
     commit = git_commit()
-    prep = prepare(cfg, need_maps=False)
+    cfg = cfgs[0]
+    prep = prepare(cfg, need_maps=False)  # the detector does not change the splits
     named = [*spec["novel_sets"], *spec["validation_novel_sets"], *spec["junk_sets"]]
     missing = [s for s in named if ood_key(s) not in prep.reps]
     if missing or VALIDATION not in prep.reps or VALIDATION_OOD not in prep.reps:
@@ -321,18 +398,19 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
                "validation splits (set data: {with_validation: true} in its pair config and "
                "give it a `validation:` set)"))
     keys = [VALIDATION, VALIDATION_OOD, ID_TEST, *[ood_key(s) for s in named]]
-    det_id, p = fitted_pvalues(cfg, prep, keys)
-    test, val = pools(spec, prep, p)
-    rule = AlarmRule(**spec.get("rule", {}))
-    space, q, space_trials = pick_space(spec, prep, val, rule)
-    s = spec["stream"]
-    watch = stream_space(spec, prep, space)
-    background = id_background(watch, val)
-    q_stream, window, stream_rule, stream_trials = pick_stream(spec, watch, rule, val,
-                                                               background)
-    monitor = Monitor(watch, stream_rule, q_stream, window, s["check_every"],
-                      background=background)
-    b_rows, shown = batch_rows(spec, test, space, rule, q)
+    candidates = []
+    for c in cfgs:
+        candidates.append(fit_candidate(spec, c, prep, keys))
+        log.info("detector %s: validation streams alarmed within target %.2f, median delay "
+                 "%.0f, validation NMI %.3f", candidates[-1].det_id,
+                 candidates[-1].stream.within, candidates[-1].stream.median,
+                 candidates[-1].validation_nmi)
+    best = pick_detector(candidates)
+    det_id, cfg, test, val = best.det_id, best.cfg, best.test, best.val
+    rule, choice = AlarmRule(**spec.get("rule", {})), best.stream
+    monitor = Monitor(best.watch, choice.rule, choice.q, choice.window,
+                      spec["stream"]["check_every"], background=best.background)
+    b_rows, shown = batch_rows(spec, test, best.space, rule, best.q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
     out.mkdir(parents=True, exist_ok=True)
@@ -345,16 +423,19 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
         "command": "ood-bench-novelty " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "git_commit": commit, "detector": det_id,
         "detector_spec": OmegaConf.to_container(cfg.detectors[det_id], resolve=True),
+        "detector_trials": [c.summary() for c in candidates],
         "pair": str(cfg.pair.name), "backbone": str(cfg.backbone.name),
         "checkpoint": display_path(prep.backbone.checkpoint),
         "checkpoint_sha256": prep.backbone.sha256,
+        "backbone_recipe": OmegaConf.to_container(cfg.backbone.recipe, resolve=True),
         "id_accuracy": float((prep.reps[ID_TEST].predictions
                               == prep.reps[ID_TEST].labels).mean()),
-        "q": q, "stream_q": q_stream, "stream_window": window, "rule": asdict(rule),
-        "stream_rule": asdict(stream_rule), "stream_space": describe_space(watch),
-        "space_trials": space_trials,
-        "stream_trials": stream_trials,
-        "space": describe_space(space),
+        "q": best.q, "stream_q": choice.q, "stream_window": choice.window,
+        "rule": asdict(rule), "stream_rule": asdict(choice.rule),
+        "stream_space": describe_space(best.watch),
+        "space_trials": best.space_trials,
+        "stream_trials": choice.trials,
+        "space": describe_space(best.space),
         "pools": {"test": {k: int((test.kind == v).sum()) for k, v in
                            (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
                   "validation": {k: int((val.kind == v).sum()) for k, v in
@@ -365,6 +446,6 @@ def _run(name: str, spec: dict[str, Any], cfg: DictConfig, out_root: Path,
     with atomic_path(out / THRESHOLDS_JSON) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     if shown:
-        write_projection(out, shown["buffer"], shown["discovery"], space)
+        write_projection(out, shown["buffer"], shown["discovery"], best.space)
     write_report(out, spec, record, batch_frame, stream_frame)
     return out / REPORT_MD
