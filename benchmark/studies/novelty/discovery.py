@@ -189,6 +189,8 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
     ids = [c for c in np.unique(inner) if c >= 0]
     norms = np.linalg.norm(raw, axis=1) if len(raw) else np.zeros(0)
     limit = rule.spread_factor * space.class_spread_
+    # the background test's selection threshold: the largest selected p-value of the window
+    threshold = float(np.max(np.asarray(pvalues)[chosen])) if chosen.any() else 0.0
     candidates = {}
     for c in ids:
         rows = np.flatnonzero(inner == c)
@@ -198,7 +200,6 @@ def discover(pvalues: np.ndarray, features: np.ndarray, space: ClusterSpace, rul
                   else "known class" if space.known_class(z[rows].mean(axis=0)) is not None
                   else "")
         if not reason and rule.background_alpha is not None:
-            threshold = float(np.max(np.asarray(pvalues)[chosen]))
             if background.tail(z[rows], threshold, len(pvalues)) > rule.background_alpha:
                 reason = "ID background"
         candidates[c] = (rows, spread, norm, reason)
