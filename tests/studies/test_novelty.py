@@ -279,6 +279,21 @@ def test_the_detector_pick_reads_the_validation_streams_then_the_median_then_nmi
     assert pick_detector([cand("a", 0.7, 150, 0.5), cand("b", 0.7, 150, 0.5)]).det_id == "a"
 
 
+def test_the_background_images_are_kept_apart_from_the_validation_streams() -> None:
+    from benchmark.studies.novelty.study import NoveltyError, set_aside
+
+    _, pool = _world()
+    p = pool(100, 20, 30)
+    rest, apart = set_aside(p, 120)
+    assert len(apart) == 120 and (apart.kind == ID).all()
+    assert len(rest) == len(p) - 120 and (rest.kind == ID).sum() == 300 - 120
+    assert not set(apart.features[:, 0]) & set(rest.features[:, 0])  # disjoint images
+    same, also = set_aside(p, 0)
+    assert same is p and also is p
+    with pytest.raises(NoveltyError, match="background_images"):
+        set_aside(p, 300)
+
+
 def test_the_median_interval_brackets_the_median_as_often_as_it_says() -> None:
     from benchmark.stats.binomial import median_interval
 
@@ -302,6 +317,7 @@ TINY_PROTOCOL = {
     "stream": {"length": 500, "check_every": 20, "junk_rate": 0.05, "rates": [0.2],
                "streams": 3, "onset": [100, 200], "min_size_grid": [4, 8, 40],
                "validation_false_alarms_per_10k": 50, "validation_streams": 2,
+               "background_images": 200,
                "validation_length": 500, "validation_onset": [100, 200]},
     "choices": {"buffers": 2, "n_id": 300, "variance": [0.95], "norm_quantile": [0.05],
                 "batch_q": [0.2], "stream_q": [0.2], "stream_window": [200],
@@ -323,7 +339,7 @@ def test_the_study_runs_end_to_end_on_small_mnist(root, tmp_path) -> None:
 
     extra = [f"data.root={root}", f"cache_dir={tmp_path / 'cache'}", "data.train_size=8000",
              "data.fit_size=1000", "backbone.recipe.epochs=2",
-             "pair.data.calibration_size=2600", "pair.data.validation_size=600",
+             "pair.data.calibration_size=2900", "pair.data.validation_size=900",
              "data.max_id_test=600", "data.max_ood=400", "pair.validation.size=300"]
     report = run_protocol("tiny", TINY_PROTOCOL, extra, tmp_path / "out", ["novelty=tiny"])
     record = json.loads((report.parent / "thresholds.json").read_text())
@@ -347,4 +363,6 @@ def test_the_study_runs_end_to_end_on_small_mnist(root, tmp_path) -> None:
     text = report.read_text()
     assert "Stream at rate 0.2: alarm within 200 inputs in" in text
     assert "95 % upper bound" in text and "picked on validation" in text
+    assert record["pools"]["validation"]["id"] == 700 and record["pools"]["background_id"] == 200
+    assert "200 ID validation images kept apart" in text
     assert (report.parent / "projection.png").stat().st_size > 10_000

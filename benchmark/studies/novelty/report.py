@@ -149,7 +149,12 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
            else "")
         + f"), ID test accuracy on the known classes {record['id_accuracy']:.4f}.",
         detector_line(record, limit),
-        f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}.",
+        f"- Pools: test {record['pools']['test']}, validation {record['pools']['validation']}"
+        + (f"; the ID background: {record['pools']['background_id']} ID validation images"
+           + (" kept apart from the validation streams"
+              if record["protocol"]["stream"].get("background_images") else
+              " (the validation streams' own)")
+           if "background_id" in record["pools"] else "") + ".",
         f"- Cluster space (batch): {space_line(sp)}",
         f"- Cluster space (stream): {space_line(record['stream_space'])}",
         f"- Rule (batch): {rule_line(rule)} Selection: BH at q = {record['q']:g} over the "

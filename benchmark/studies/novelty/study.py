@@ -158,6 +158,23 @@ def describe_space(space: ClusterSpace) -> dict[str, Any]:
             "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile}
 
 
+def set_aside(val: Pool, n: int, seed: int = 0) -> tuple[Pool, Pool]:
+    """(the validation pool less ``n`` of its ID images, those ``n`` images): the ID
+    background fitted on images the validation streams never draw, so the false alarms the
+    validation budget counts are out of sample, as they are on test; ``n`` = 0: one pool for
+    both (the background then sees the validation streams' own ID images)."""
+    if n <= 0:
+        return val, val
+    ids = val.rows_of(ID)
+    if n >= len(ids):
+        raise NoveltyError(f"stream.background_images = {n}, but the validation split has "
+                           f"{len(ids)} ID images: lower it or enlarge the pair's "
+                           "data.validation_size")
+    apart = np.zeros(len(val), dtype=bool)
+    apart[np.random.default_rng([seed, 433]).choice(ids, size=n, replace=False)] = True
+    return val.take(np.flatnonzero(~apart)), val.take(np.flatnonzero(apart))
+
+
 def id_background(space: ClusterSpace, val: Pool) -> Background:
     """The rule's ID-background yardstick: the ID validation images in ``space``."""
     rows = val.rows_of(ID)
@@ -367,10 +384,11 @@ def fit_candidate(spec: dict[str, Any], cfg: DictConfig, prep: Prepared, keys: l
     the validation pool."""
     det_id, p = fitted_pvalues(cfg, prep, keys)
     test, val = pools(spec, prep, p)
+    val, apart = set_aside(val, int(spec["stream"].get("background_images", 0)))
     rule = AlarmRule(**spec.get("rule", {}))
     space, q, space_trials = pick_space(spec, prep, val, rule)
     watch = stream_space(spec, prep, space)
-    background = id_background(watch, val)
+    background = id_background(watch, apart)
     choice = pick_stream(spec, watch, rule, val, background)
     return Candidate(det_id, cfg, test, val, space, q, space_trials, watch, background, choice)
 
@@ -439,7 +457,9 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
         "pools": {"test": {k: int((test.kind == v).sum()) for k, v in
                            (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
                   "validation": {k: int((val.kind == v).sum()) for k, v in
-                                 (("id", ID), ("novel", NOVEL), ("junk", JUNK))}},
+                                 (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
+                  "background_id": int(spec["stream"].get("background_images", 0))
+                  or int((val.kind == ID).sum())},
         "protocol": {k: spec[k] for k in ("batch", "stream", "choices")},
         "seconds": time.perf_counter() - t0,
     }
