@@ -30,10 +30,9 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     n = len(x)
     if n == 0:
         return float("nan"), float("nan")
-    # the largest j with P(Binomial(n, 1/2) < j) <= (1 - level) / 2: [x_(j), x_(n-j+1)]
+    # j = the smallest count with P(Binomial(n, 1/2) <= j) >= (1 - level) / 2, so that
+    # P(B <= j - 1) < (1 - level) / 2 on each side: [x_(j), x_(n-j+1)]
     j = int(stats.binom.ppf((1.0 - level) / 2.0, n, 0.5))
-    while j > 0 and stats.binom.cdf(j - 1, n, 0.5) > (1.0 - level) / 2.0:
-        j -= 1
     if j < 1:
         return float("-inf"), float("inf")
     return float(x[j - 1]), float(x[n - j])

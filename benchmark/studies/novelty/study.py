@@ -268,7 +268,6 @@ def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
                            "the validation budget on the novelty-free validation streams at "
                            "every q, window and spread factor: widen min_size_grid in the "
                            "novelty config")
-    best.trials = trials
     return best
 
 
@@ -418,11 +417,11 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
     keys = [VALIDATION, VALIDATION_OOD, ID_TEST, *[ood_key(s) for s in named]]
     candidates = []
     for c in cfgs:
-        candidates.append(fit_candidate(spec, c, prep, keys))
+        cand = fit_candidate(spec, c, prep, keys)
+        candidates.append(cand)
         log.info("detector %s: validation streams alarmed within target %.2f, median delay "
-                 "%.0f, validation NMI %.3f", candidates[-1].det_id,
-                 candidates[-1].stream.within, candidates[-1].stream.median,
-                 candidates[-1].validation_nmi)
+                 "%.0f, validation NMI %.3f", cand.det_id, cand.stream.within,
+                 cand.stream.median, cand.validation_nmi)
     best = pick_detector(candidates)
     det_id, cfg, test, val = best.det_id, best.cfg, best.test, best.val
     rule, choice = AlarmRule(**spec.get("rule", {})), best.stream
@@ -458,8 +457,7 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
                            (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
                   "validation": {k: int((val.kind == v).sum()) for k, v in
                                  (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
-                  "background_id": int(spec["stream"].get("background_images", 0))
-                  or int((val.kind == ID).sum())},
+                  "background_id": best.background.n_},
         "protocol": {k: spec[k] for k in ("batch", "stream", "choices")},
         "seconds": time.perf_counter() - t0,
     }
