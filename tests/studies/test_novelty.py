@@ -156,6 +156,38 @@ def test_the_id_background_test_rejects_where_id_selections_gather() -> None:
         discover(p, f, space, rule, 0.2, "hdbscan")
 
 
+def test_a_whitened_space_gives_every_kept_axis_unit_id_variance() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 6)) * np.array([10, 5, 2, 1, 0.5, 0.3])
+    y = rng.integers(0, 3, 2000)
+    plain = ClusterSpace(variance=0.9999, normalize=False).fit(x, x, y).transform(x)
+    white = ClusterSpace(variance=0.9999, normalize=False, whiten=True).fit(x, x, y)
+    assert white.dims == 6
+    assert np.allclose(white.transform(x).var(axis=0), 1.0, atol=1e-9)
+    assert plain.var(axis=0)[0] > 500 * plain.var(axis=0)[-1]
+
+
+def test_the_stream_spaces_are_the_batch_space_under_each_choice() -> None:
+    from types import SimpleNamespace
+
+    from benchmark.runner.prepare import VALIDATION
+    from benchmark.studies.novelty.study import stream_spaces
+
+    rng = np.random.default_rng(1)
+    reps = {k: SimpleNamespace(features=rng.standard_normal((400, DIM)) * np.arange(1, DIM + 1),
+                               labels=rng.integers(0, 3, 400)) for k in ("fit", VALIDATION)}
+    prep = SimpleNamespace(reps=reps)
+    batch_space = ClusterSpace(variance=0.95, norm_quantile=0.005, gate="points")
+    batch_space.fit(reps["fit"].features, reps[VALIDATION].features, reps[VALIDATION].labels)
+    assert stream_spaces({"stream": {}}, prep, batch_space) == [batch_space]
+    spec = {"stream": {"space": {"norm_quantile": 0.05}},
+            "choices": {"stream_space": [{}, {"whiten": True, "norm_quantile": 0.01}]}}
+    first, second = stream_spaces(spec, prep, batch_space)
+    assert (first.whiten, first.norm_quantile, first.gate) == (False, 0.05, "points")
+    assert (second.whiten, second.norm_quantile, second.variance) == (True, 0.01, 0.95)
+    assert second.min_norm_ < first.min_norm_  # the lower quantile of the same norms
+
+
 def test_the_alarm_size_is_the_smallest_within_the_validation_budget() -> None:
     """min_size comes from the novelty-free validation streams: a budget of zero alarms
     needs a larger size than a budget that tolerates a few."""
@@ -269,9 +301,8 @@ def test_the_detector_pick_reads_the_validation_streams_then_the_median_then_nmi
     from benchmark.studies.novelty.study import Candidate, StreamChoice, pick_detector
 
     def cand(name: str, within: float, median: float, nmi: float) -> Candidate:
-        choice = StreamChoice(0.2, 200, AlarmRule(), within, median, [])
-        return Candidate(name, None, None, None, None, 0.2, [{"validation_nmi": nmi}], None,
-                         None, choice)
+        choice = StreamChoice(0.2, 200, AlarmRule(), None, None, within, median, [])
+        return Candidate(name, None, None, None, None, 0.2, [{"validation_nmi": nmi}], choice)
 
     assert pick_detector([cand("a", 0.6, 90, 0.9), cand("b", 0.7, 150, 0.1)]).det_id == "b"
     assert pick_detector([cand("a", 0.7, 160, 0.9), cand("b", 0.7, 150, 0.1)]).det_id == "b"
@@ -321,6 +352,7 @@ TINY_PROTOCOL = {
                "validation_length": 500, "validation_onset": [100, 200]},
     "choices": {"buffers": 2, "n_id": 300, "variance": [0.95], "norm_quantile": [0.05],
                 "batch_q": [0.2], "stream_q": [0.2], "stream_window": [200],
+                "stream_space": [{}, {"whiten": True}],
                 "spread_factor": [2.0], "background_alpha": [1.0e-3]},
     "done": {"nmi": 0.6, "rate": 0.2, "delay_within": 200, "false_alarms_per_10k": 1},
     "literature": [],
@@ -351,7 +383,11 @@ def test_the_study_runs_end_to_end_on_small_mnist(root, tmp_path) -> None:
     assert record["detector"] == best["detector"] == report.parent.name
     assert record["stream_rule"]["min_size"] in (4, 8, 40)
     picked = [t for t in record["stream_trials"] if "validation_within" in t]
-    assert len(picked) == 1 and picked[0]["quiet"]
+    assert 1 <= len(picked) <= 2 and all(t["quiet"] for t in picked)
+    spaces = {t["space"] for t in record["stream_trials"]}
+    assert len(spaces) == 2 and sum("whitened" in s for s in spaces) == 1
+    chosen = min(picked, key=lambda t: (-t["validation_within"], t["validation_median_delay"]))
+    assert record["stream_space"]["whiten"] == ("whitened" in chosen["space"])
     assert record["backbone_recipe"]["epochs"] == 2
     batch = pd.read_csv(report.parent / "batch.csv")
     assert len(batch) == 4 and set(batch.method) == {"hdbscan", "kmeans_silhouette"}

@@ -78,7 +78,8 @@ def stream_tables(frame: pd.DataFrame, limit: int) -> tuple[str, str]:
 
 def space_line(sp: dict[str, Any]) -> str:
     return (f"{sp['dims']} principal axes of the ID fit features ({sp['variance']:g} of the "
-            f"variance), unit length; loosest known class spread {sp['class_spread']:.3f}; "
+            "variance)" + (", each scaled to unit ID variance" if sp.get("whiten") else "")
+            + ", unit length; loosest known class spread {sp['class_spread']:.3f}; "
             f"domain gate: feature norm >= {sp['min_norm']:.2f} (the ID validation "
             f"{sp['norm_quantile']:g} quantile), "
             + ("applied to every selected input before clustering (inputs below it stay "
@@ -99,7 +100,7 @@ def rule_line(rule: dict[str, Any]) -> str:
 
 def stream_trials_table(trials: list[dict[str, Any]], limit: int) -> str:
     """The stream choices tried on validation streams, one row per (setting, min_size)."""
-    rows = [[f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}",
+    rows = [[t.get("space", ""), f"{t['q']:g}", str(t["window"]), f"{t['spread_factor']:g}",
              "none" if t["background_alpha"] is None else f"{t['background_alpha']:g}",
              str(t["min_size"]),
              f"{t['validation_alarms']} / {t['validation_inputs']}",
@@ -107,7 +108,7 @@ def stream_trials_table(trials: list[dict[str, Any]], limit: int) -> str:
              f"{t['validation_within']:.2f}" if "validation_within" in t else "",
              f"{t['validation_median_delay']:.0f}" if "validation_median_delay" in t else ""]
             for t in trials]
-    return markdown_table(["q", "window", "spread factor", "background level", "min_size",
+    return markdown_table(["space", "q", "window", "spread factor", "background level", "min_size",
                            "validation alarms / inputs", "within budget",
                            f"validation streams alarmed within {limit}",
                            "median validation delay"], rows)
@@ -166,8 +167,8 @@ def write_report(out: Path, spec: dict[str, Any], record: dict[str, Any], batch:
         "gate's quantile and the batch's q by the mean validation NMI of the clusterings ("
         + ", ".join(f"{t['variance']:g} ({t['dims']} dims) / {t['norm_quantile']:g} / "
                     f"{t['q']:g}: {t['validation_nmi']:.3f}"
-                    for t in record["space_trials"]) + "); per stream (q, window, spread "
-        "factor, ID-background level) the smallest min_size within the validation "
+                    for t in record["space_trials"]) + "); per stream setting (space, q, "
+        "window, spread factor, ID-background level) the smallest min_size within the validation "
         "false-alarm budget of "
         f"{spec['stream'].get('validation_false_alarms_per_10k', 0.0):g} per 10,000 inputs, "
         f"then the setting whose validation novelty streams alarm within {limit} inputs most "

@@ -27,6 +27,9 @@ class ClusterSpace:
     # cannot pull new-class candidates into its clusters); "clusters": the gate judges whole
     # clusters only
     gate: str = "clusters"
+    # scale every principal axis to unit ID variance: a new class's own direction counts as
+    # much as the known classes' main axes (without it, its inputs spread along those axes)
+    whiten: bool = False
 
     def fit(self, features: np.ndarray, reference: np.ndarray,
             reference_labels: np.ndarray) -> ClusterSpace:
@@ -38,7 +41,9 @@ class ClusterSpace:
         self.mean_ = x.mean(axis=0)
         _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
         share = np.cumsum(s**2) / np.sum(s**2)
-        self.components_ = vt[: int(np.searchsorted(share, self.variance) + 1)]
+        k = int(np.searchsorted(share, self.variance) + 1)
+        self.components_ = vt[:k]
+        self.scales_ = s[:k] / np.sqrt(len(x)) if self.whiten else np.ones(k)
         z = self.transform(reference)
         classes = np.unique(reference_labels)
         self.class_centroids_ = np.stack([z[reference_labels == c].mean(axis=0)
@@ -52,6 +57,7 @@ class ClusterSpace:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float64) - self.mean_) @ self.components_.T
+        z /= np.maximum(self.scales_, 1e-12)
         if self.normalize:
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         return z

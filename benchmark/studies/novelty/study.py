@@ -142,19 +142,22 @@ def pick_space(spec: dict[str, Any], prep: Prepared, val: Pool, rule: AlarmRule
     return best[1], best[2], trials
 
 
-def stream_space(spec: dict[str, Any], prep: Prepared, space: ClusterSpace) -> ClusterSpace:
-    """The stream monitor's space: the batch's unless ``stream.space`` overrides some of its
-    settings (a window holds a handful of selected inputs, so junk let in by a loose gate
-    is enough for a cluster)."""
-    extra = spec["stream"].get("space")
-    if not extra:
-        return space
-    return fit_space(prep, **{**asdict(space), **extra})
+def stream_spaces(spec: dict[str, Any], prep: Prepared, space: ClusterSpace
+                  ) -> list[ClusterSpace]:
+    """The stream monitor's candidate spaces: the batch's with ``stream.space``'s settings
+    over it (a window holds a handful of selected inputs, so junk let in by a loose gate is
+    enough for a cluster), then each ``choices.stream_space`` entry's over those (the
+    validation streams pick one)."""
+    extra = spec["stream"].get("space") or {}
+    options = spec.get("choices", {}).get("stream_space") or [{}]
+    if not extra and options == [{}]:
+        return [space]
+    return [fit_space(prep, **{**asdict(space), **extra, **option}) for option in options]
 
 
 def describe_space(space: ClusterSpace) -> dict[str, Any]:
     return {"dims": space.dims, "variance": space.variance, "normalize": space.normalize,
-            "gate": space.gate, "class_spread": space.class_spread_,
+            "whiten": space.whiten, "gate": space.gate, "class_spread": space.class_spread_,
             "min_norm": space.min_norm_, "norm_quantile": space.norm_quantile}
 
 
@@ -181,6 +184,12 @@ def id_background(space: ClusterSpace, val: Pool) -> Background:
     return Background().fit(val.pvalues[rows], val.features[rows], space)
 
 
+def space_label(space: ClusterSpace) -> str:
+    """A stream space in a few words: its axes, whitening and domain gate."""
+    return (f"{space.dims} axes{' whitened' if space.whiten else ''}, gate "
+            f"{space.norm_quantile:g}")
+
+
 def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: float,
                   window: int, val: Pool, background: Background | None = None
                   ) -> tuple[int | None, list[dict[str, Any]]]:
@@ -202,7 +211,8 @@ def pick_min_size(space: ClusterSpace, rule: AlarmRule, s: dict[str, Any], q: fl
             inputs += len(st.inputs)
             if alarms > allowed:
                 break
-        trials.append({"q": q, "window": window, "spread_factor": rule.spread_factor,
+        trials.append({"space": space_label(space), "q": q, "window": window,
+                       "spread_factor": rule.spread_factor,
                        "background_alpha": rule.background_alpha, "min_size": int(m),
                        "validation_alarms": alarms,
                        "validation_inputs": inputs, "quiet": alarms <= allowed})
@@ -218,28 +228,34 @@ class StreamChoice:
     q: float
     window: int
     rule: AlarmRule
+    space: ClusterSpace
+    background: Background
     within: float  # share of validation streams alarmed within done.delay_within
     median: float  # median validation delay
     trials: list[dict[str, Any]]
 
 
-def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
-                val: Pool, background: Background) -> StreamChoice:
-    """The stream monitor's (q, window, rule): per (q, window, spread factor, background
-    level) of the grid the smallest ``m`` within the validation false-alarm budget, then the
-    setting whose validation novelty streams (the held-out classes' validation images at the
-    target rate) alarm within ``done.delay_within`` inputs most often (ties: the shorter
-    median delay, then the first in grid order). ``background`` is the ID validation images'
-    background in ``space`` (the test monitor uses the same)."""
+def pick_stream(spec: dict[str, Any], spaces: list[ClusterSpace], rule: AlarmRule,
+                val: Pool, apart: Pool) -> StreamChoice:
+    """The stream monitor's (space, q, window, rule): per (space, q, window, spread factor,
+    background level) of the grid the smallest ``m`` within the validation false-alarm
+    budget, then the setting whose validation novelty streams (the held-out classes'
+    validation images at the target rate) alarm within ``done.delay_within`` inputs most
+    often (ties: the shorter median delay, then the first in grid order). Each space's ID
+    background comes from ``apart`` (the ID validation images the validation streams never
+    draw; the test monitor uses the same)."""
     s, c = spec["stream"], spec["choices"]
     rate = float(spec.get("done", {}).get("rate", 0.05))
     within = float(spec.get("done", {}).get("delay_within", 200))
-    grid = [(float(q), int(window), float(factor), alpha)
-            for q in c["stream_q"] for window in sorted(c["stream_window"], reverse=True)
+    backgrounds = [id_background(space, apart) for space in spaces]
+    grid = [(k, float(q), int(window), float(factor), alpha)
+            for k in range(len(spaces)) for q in c["stream_q"]
+            for window in sorted(c["stream_window"], reverse=True)
             for factor in c.get("spread_factor", [rule.spread_factor])
             for alpha in c.get("background_alpha", [rule.background_alpha])]
     trials, best = [], None
-    for q, window, factor, alpha in grid:
+    for k, q, window, factor, alpha in grid:
+        space, background = spaces[k], backgrounds[k]
         base = AlarmRule(**{**asdict(rule), "spread_factor": factor,
                             "background_alpha": None if alpha is None
                             else float(alpha)})
@@ -258,16 +274,16 @@ def pick_stream(spec: dict[str, Any], space: ClusterSpace, rule: AlarmRule,
         median = float(np.median(delays))
         share = float(np.mean(np.asarray(delays) <= within))
         trials[-1].update(validation_median_delay=median, validation_within=share)
-        log.info("q %g, window %d, spread factor %g, background level %s, min_size "
-                 "%d: validation streams alarmed within %g: %.2f, median delay %.0f", q,
-                 window, factor, alpha, m, within, share, median)
+        log.info("%s, q %g, window %d, spread factor %g, background level %s, min_size "
+                 "%d: validation streams alarmed within %g: %.2f, median delay %.0f",
+                 space_label(space), q, window, factor, alpha, m, within, share, median)
         if best is None or (-share, median) < (-best.within, best.median):
-            best = StreamChoice(q, window, picked, share, median, trials)
+            best = StreamChoice(q, window, picked, space, background, share, median, trials)
     if best is None:
         raise NoveltyError(f"every min_size in {s['min_size_grid']} raised more alarms than "
                            "the validation budget on the novelty-free validation streams at "
-                           "every q, window and spread factor: widen min_size_grid in the "
-                           "novelty config")
+                           "every space, q, window and spread factor: widen min_size_grid in "
+                           "the novelty config")
     return best
 
 
@@ -363,8 +379,6 @@ class Candidate:
     space: ClusterSpace
     q: float
     space_trials: list[dict[str, Any]]
-    watch: ClusterSpace
-    background: Background
     stream: StreamChoice
 
     @property
@@ -386,10 +400,8 @@ def fit_candidate(spec: dict[str, Any], cfg: DictConfig, prep: Prepared, keys: l
     val, apart = set_aside(val, int(spec["stream"].get("background_images", 0)))
     rule = AlarmRule(**spec.get("rule", {}))
     space, q, space_trials = pick_space(spec, prep, val, rule)
-    watch = stream_space(spec, prep, space)
-    background = id_background(watch, apart)
-    choice = pick_stream(spec, watch, rule, val, background)
-    return Candidate(det_id, cfg, test, val, space, q, space_trials, watch, background, choice)
+    choice = pick_stream(spec, stream_spaces(spec, prep, space), rule, val, apart)
+    return Candidate(det_id, cfg, test, val, space, q, space_trials, choice)
 
 
 def pick_detector(candidates: list[Candidate]) -> Candidate:
@@ -425,8 +437,8 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
     best = pick_detector(candidates)
     det_id, cfg, test, val = best.det_id, best.cfg, best.test, best.val
     rule, choice = AlarmRule(**spec.get("rule", {})), best.stream
-    monitor = Monitor(best.watch, choice.rule, choice.q, choice.window,
-                      spec["stream"]["check_every"], background=best.background)
+    monitor = Monitor(choice.space, choice.rule, choice.q, choice.window,
+                      spec["stream"]["check_every"], background=choice.background)
     b_rows, shown = batch_rows(spec, test, best.space, rule, best.q)
     s_rows = stream_rows(spec, test, monitor)
     out = out_root / (spec.get("name") or name) / det_id
@@ -449,7 +461,7 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
                               == prep.reps[ID_TEST].labels).mean()),
         "q": best.q, "stream_q": choice.q, "stream_window": choice.window,
         "rule": asdict(rule), "stream_rule": asdict(choice.rule),
-        "stream_space": describe_space(best.watch),
+        "stream_space": describe_space(choice.space),
         "space_trials": best.space_trials,
         "stream_trials": choice.trials,
         "space": describe_space(best.space),
@@ -457,7 +469,7 @@ def _run(name: str, spec: dict[str, Any], cfgs: list[DictConfig], out_root: Path
                            (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
                   "validation": {k: int((val.kind == v).sum()) for k, v in
                                  (("id", ID), ("novel", NOVEL), ("junk", JUNK))},
-                  "background_id": best.background.n_},
+                  "background_id": choice.background.n_},
         "protocol": {k: spec[k] for k in ("batch", "stream", "choices")},
         "seconds": time.perf_counter() - t0,
     }
