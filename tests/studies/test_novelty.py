@@ -3,6 +3,8 @@ on synthetic features whose truth is known; the known-class pair on real MNIST."
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -397,6 +399,8 @@ def test_the_study_runs_end_to_end_on_small_mnist(root, tmp_path) -> None:
     assert len(streams) == 3 + 2 * 3  # novelty streams + (ID only, ID + junk) per seed
     assert np.isfinite(streams.delay[streams.novel_rate > 0]).any()
     text = report.read_text()
+    assert not re.search(r"\{[a-z_]+\[['\"]", text)  # no template left unformatted
+    assert "Cluster space (stream): " in text and "loosest known class spread 0." in text
     assert "Stream at rate 0.2: alarm within 200 inputs in" in text
     assert "95 % upper bound" in text and "picked on validation" in text
     assert record["pools"]["validation"]["id"] == 700 and record["pools"]["background_id"] == 200

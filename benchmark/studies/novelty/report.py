@@ -79,7 +79,7 @@ def stream_tables(frame: pd.DataFrame, limit: int) -> tuple[str, str]:
 def space_line(sp: dict[str, Any]) -> str:
     return (f"{sp['dims']} principal axes of the ID fit features ({sp['variance']:g} of the "
             "variance)" + (", each scaled to unit ID variance" if sp.get("whiten") else "")
-            + ", unit length; loosest known class spread {sp['class_spread']:.3f}; "
+            + f", unit length; loosest known class spread {sp['class_spread']:.3f}; "
             f"domain gate: feature norm >= {sp['min_norm']:.2f} (the ID validation "
             f"{sp['norm_quantile']:g} quantile), "
             + ("applied to every selected input before clustering (inputs below it stay "

@@ -267,7 +267,7 @@ def pick_stream(spec: dict[str, Any], spaces: list[ClusterSpace], rule: AlarmRul
         mon = Monitor(space, picked, q, window, s["check_every"],
                       background=background)
         delays = []
-        for seed in range(s["validation_streams"]):
+        for seed in range(int(s.get("validation_novelty_streams", s["validation_streams"]))):
             st = stream(val, s["validation_length"], s["junk_rate"], 30_000 + seed,
                         rate, tuple(s["validation_onset"]))
             delays.append(delay(st, mon.alarms(st, stop_at=st.onset))[0])
